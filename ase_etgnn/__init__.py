@@ -1,0 +1,36 @@
+"""ase_etgnn: ETGNN tensor predictions (forces, Born charges, dielectric and piezoelectric tensors) for ASE.
+
+Quick start::
+
+    from ase_etgnn import ETGNNCalculator
+    atoms.calc = ETGNNCalculator("sio2.pt")
+    atoms.get_forces()
+    atoms.calc.get_property("born_effective_charges", atoms)
+"""
+from .io import ModelFileError, load_model, save_model
+from .model import ETGNN, ETGNNConfig, build_model
+from .properties import PROPERTIES, PropertySpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ETGNN",
+    "ETGNNConfig",
+    "ETGNNCalculator",
+    "ModelFileError",
+    "PROPERTIES",
+    "PropertySpec",
+    "build_model",
+    "load_model",
+    "save_model",
+    "__version__",
+]
+
+
+def __getattr__(name: str):
+    # the calculator imports ase.calculators lazily so `import ase_etgnn` stays light
+    if name == "ETGNNCalculator":
+        from .calculator import ETGNNCalculator
+
+        return ETGNNCalculator
+    raise AttributeError(f"module 'ase_etgnn' has no attribute {name!r}")

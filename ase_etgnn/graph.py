@@ -1,0 +1,294 @@
+"""Periodic crystal graphs: neighbour lists, triplets and batching (pure functions).
+
+Conventions (tested in ``tests/test_graph.py``):
+
+* An *edge* ``e = (src, dst, shift)`` joins atom ``src`` to the periodic image ``shift`` (integer
+  lattice translation) of atom ``dst``. Its vector points **from src to dst**:
+  ``vec_e = r_dst - r_src + shift @ cell`` (A). In the paper's notation an edge ``k -> j`` is
+  ``src = k``, ``dst = j`` and ``e_kj = vec / |vec|`` is the unit vector from atom k to atom j.
+  Per-atom tensors of atom ``j`` sum over the edges whose ``dst`` is ``j`` (Eqs. 3 and 5).
+* The list is symmetric: every edge ``(k, j, S)`` has its reverse ``(j, k, -S)``.
+* A *triplet* ``k -> j -> i`` pairs an incoming edge ``kj`` (``dst == j``) with an outgoing edge ``ji``
+  (``src == j``). Only the true back-edge is excluded: ``i == k`` *and* ``S_kj + S_ji == 0``, so in a
+  small cell an atom can form a triplet with its own periodic image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Graph",
+    "neighbour_edges",
+    "build_triplets",
+    "reverse_edge_index",
+    "atoms_to_graph",
+    "collate_graphs",
+    "validate_structure",
+]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One structure's graph, numpy-backed (cheap to build in DataLoader workers).
+
+    Attributes:
+        numbers: [n_atoms] atomic numbers.
+        positions: [n_atoms, 3] Cartesian positions, A.
+        cell: [3, 3] lattice vectors as rows, A (zeros allowed along non-periodic axes).
+        pbc: [3] periodic flags.
+        edge_src, edge_dst: [n_edges] atom indices.
+        edge_shift: [n_edges, 3] integer image shifts of ``dst``.
+        edge_reverse: [n_edges] index of the reverse edge.
+        trip_in: [n_triplets] index of edge ``k -> j``.
+        trip_out: [n_triplets] index of edge ``j -> i``.
+        cutoff, triplet_cutoff: radii used to build the graph (A), including any skin.
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    edge_shift: np.ndarray
+    edge_reverse: np.ndarray
+    trip_in: np.ndarray
+    trip_out: np.ndarray
+    cutoff: float
+    triplet_cutoff: float
+
+    @property
+    def n_atoms(self) -> int:
+        return int(len(self.numbers))
+
+    @property
+    def n_edges(self) -> int:
+        return int(len(self.edge_src))
+
+    @property
+    def n_triplets(self) -> int:
+        return int(len(self.trip_in))
+
+
+def validate_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the problem for structures no graph can be built from."""
+    if len(numbers) == 0:
+        raise ValueError("the structure has no atoms")
+    if positions.shape != (len(numbers), 3):
+        raise ValueError(f"positions must have shape ({len(numbers)}, 3), got {positions.shape}")
+    if not np.all(np.isfinite(positions)):
+        bad = np.unique(np.nonzero(~np.isfinite(positions))[0])
+        raise ValueError(f"positions contain NaN or inf (atoms {bad.tolist()[:10]})")
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("the cell contains NaN or inf")
+    if np.any(pbc):
+        per = cell[pbc]  # [n_periodic, 3]
+        sv = np.linalg.svd(per, compute_uv=False)
+        if sv.min() < 1e-6 * max(1.0, sv.max()):
+            axes = np.nonzero(pbc)[0].tolist()
+            raise ValueError(
+                f"pbc is True along axes {axes} but the cell vectors there are zero or linearly dependent "
+                f"(cell={cell.tolist()}); set a proper cell or pbc=False"
+            )
+
+
+def _neighbour_cell(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
+    """A non-singular cell for matscipy: periodic vectors kept, degenerate non-periodic ones replaced.
+
+    Vectors along non-periodic axes only bound the binning box (their shifts are always zero), so
+    replacing them changes no edge.
+    """
+    cell = np.array(cell, dtype=float)  # [3, 3]
+    if abs(np.linalg.det(cell)) > 1e-8:
+        return cell
+    extent = float(np.ptp(positions, axis=0).max()) + 2.0 * cutoff + 1.0 if len(positions) else 1.0
+    periodic = [cell[a] for a in range(3) if pbc[a]]
+    basis = [v / np.linalg.norm(v) for v in periodic]
+    out = cell.copy()
+    for a in range(3):
+        if pbc[a]:
+            continue
+        # orthonormal complement of what we have so far
+        for trial in np.eye(3):
+            v = trial - sum(np.dot(trial, b) * b for b in basis)
+            if np.linalg.norm(v) > 1e-3:
+                v = v / np.linalg.norm(v)
+                break
+        basis.append(v)
+        out[a] = v * extent
+    return out
+
+
+def neighbour_edges(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs within ``cutoff`` (A) with matscipy, periodic images included, no nearest-N cut.
+
+    Returns ``(src, dst, shift)``: [n_edges], [n_edges], [n_edges, 3] int64, sorted by (dst, src).
+    Self-pairs with a non-zero shift (an atom and its own image in a small cell) are kept.
+    """
+    from matscipy.neighbours import neighbour_list
+
+    positions = np.asarray(positions, dtype=float)
+    pbc = np.asarray(pbc, dtype=bool)
+    if len(positions) == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros((0, 3), dtype=np.int64)
+    nl_cell = _neighbour_cell(positions, cell, pbc, cutoff)
+    src, dst, shift = neighbour_list("ijS", positions=positions, cell=nl_cell, pbc=pbc, cutoff=float(cutoff))
+    src = src.astype(np.int64)
+    dst = dst.astype(np.int64)
+    shift = shift.astype(np.int64)  # [n_edges, 3]
+    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], src, dst))
+    return src[order], dst[order], shift[order]
+
+
+def reverse_edge_index(src: np.ndarray, dst: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Index of the reverse edge ``(dst, src, -shift)`` of every edge; [n_edges] int64."""
+    n = len(src)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    fwd = np.concatenate([src[:, None], dst[:, None], shift], axis=1)  # [n_edges, 5]
+    rev = np.concatenate([dst[:, None], src[:, None], -shift], axis=1)  # [n_edges, 5]
+    keys, inv = np.unique(np.concatenate([fwd, rev]), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    lookup = np.full(len(keys), -1, dtype=np.int64)
+    lookup[inv[:n]] = np.arange(n)
+    out = lookup[inv[n:]]
+    if np.any(out < 0):
+        raise RuntimeError("neighbour list is not symmetric: an edge has no reverse")
+    return out
+
+
+def build_triplets(
+    src: np.ndarray, dst: np.ndarray, shift: np.ndarray, edge_mask: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Triplets ``k -> j -> i`` as pairs (edge kj, edge ji) sharing the central atom j.
+
+    Args:
+        src, dst, shift: the edge list ([n_edges], [n_edges], [n_edges, 3]).
+        edge_mask: [n_edges] bool, edges allowed in triplets (e.g. shorter than the triplet cutoff).
+
+    Returns ``(trip_in, trip_out)``, [n_triplets] each: ``trip_in`` indexes edge ``k -> j`` and
+    ``trip_out`` edge ``j -> i``. Excludes only the true back-edge (``i == k`` and the shifts cancel).
+    """
+    n_edges = len(src)
+    idx = np.arange(n_edges, dtype=np.int64)
+    if edge_mask is not None:
+        idx = idx[np.asarray(edge_mask, dtype=bool)]
+    if len(idx) == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z
+    n_atoms = int(max(src.max(), dst.max())) + 1
+    # incoming edges grouped by their dst atom
+    in_sorted = idx[np.argsort(dst[idx], kind="stable")]  # [n_sel]
+    in_count = np.bincount(dst[idx], minlength=n_atoms)  # [n_atoms]
+    in_start = np.concatenate([[0], np.cumsum(in_count)[:-1]])  # [n_atoms]
+    # every outgoing edge j -> i pairs with every incoming edge k -> j
+    out_edges = idx  # edges j -> i with j = src
+    reps = in_count[src[out_edges]]  # [n_sel]
+    trip_out = np.repeat(out_edges, reps)  # [n_trip_raw]
+    offsets = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+    trip_in = in_sorted[np.repeat(in_start[src[out_edges]], reps) + offsets]  # [n_trip_raw]
+    back = (src[trip_in] == dst[trip_out]) & np.all(shift[trip_in] + shift[trip_out] == 0, axis=1)
+    keep = ~back
+    trip_in, trip_out = trip_in[keep], trip_out[keep]
+    order = np.lexsort((trip_in, trip_out))
+    return trip_in[order], trip_out[order]
+
+
+def atoms_to_graph(
+    atoms=None,
+    cutoff: float = 6.0,
+    triplet_cutoff: Optional[float] = None,
+    *,
+    numbers: Optional[np.ndarray] = None,
+    positions: Optional[np.ndarray] = None,
+    cell: Optional[np.ndarray] = None,
+    pbc: Optional[Sequence[bool]] = None,
+    skin: float = 0.0,
+) -> Graph:
+    """Build the crystal graph of an ``ase.Atoms`` (or of explicit arrays).
+
+    Args:
+        atoms: the structure; alternatively pass numbers/positions/cell/pbc.
+        cutoff: edge cutoff radius, A.
+        triplet_cutoff: only edges shorter than this enter triplets (A); ``None`` = ``cutoff``.
+        skin: extra radius (A) added to both cutoffs so the graph stays valid while atoms move
+            less than ``skin / 2`` (contributions beyond the cutoffs are exactly zero).
+    """
+    if atoms is not None:
+        numbers = atoms.numbers
+        positions = atoms.positions
+        cell = atoms.cell.array
+        pbc = atoms.pbc
+    numbers = np.asarray(numbers, dtype=np.int64)
+    positions = np.asarray(positions, dtype=float)
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=float).reshape(3, 3)
+    pbc = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    validate_structure(numbers, positions, cell, pbc)
+    tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    rc = float(cutoff) + skin
+    rt = tcut + skin
+    src, dst, shift = neighbour_edges(positions, cell, pbc, rc)
+    vec = positions[dst] - positions[src] + shift @ cell  # [n_edges, 3]
+    length = np.linalg.norm(vec, axis=1)  # [n_edges]
+    trip_in, trip_out = build_triplets(src, dst, shift, edge_mask=length < rt)
+    return Graph(
+        numbers=numbers,
+        positions=positions.copy(),
+        cell=cell.copy(),
+        pbc=pbc,
+        edge_src=src,
+        edge_dst=dst,
+        edge_shift=shift,
+        edge_reverse=reverse_edge_index(src, dst, shift),
+        trip_in=trip_in,
+        trip_out=trip_out,
+        cutoff=rc,
+        triplet_cutoff=rt,
+    )
+
+
+def collate_graphs(
+    graphs: Iterable[Graph],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Dict[str, torch.Tensor]:
+    """Batch graphs into one disconnected graph (indices offset), as torch tensors.
+
+    Keys: ``numbers`` [N], ``positions`` [N, 3], ``cell`` [B, 3, 3], ``batch`` [N] (structure of each atom),
+    ``n_atoms`` [B], ``edge_src``/``edge_dst``/``edge_reverse`` [E], ``edge_shift`` [E, 3] (float, for
+    ``shift @ cell``), ``edge_batch`` [E], ``trip_in``/``trip_out`` [T].
+    """
+    graphs = list(graphs)
+    if not graphs:
+        raise ValueError("collate_graphs needs at least one graph")
+    atom_off = np.cumsum([0] + [g.n_atoms for g in graphs[:-1]])
+    edge_off = np.cumsum([0] + [g.n_edges for g in graphs[:-1]])
+
+    def cat(arrs: list) -> np.ndarray:
+        return np.concatenate(arrs) if arrs else np.zeros(0)
+
+    out_np = {
+        "numbers": cat([g.numbers for g in graphs]),
+        "positions": cat([g.positions for g in graphs]).reshape(-1, 3),
+        "cell": np.stack([g.cell for g in graphs]),
+        "batch": cat([np.full(g.n_atoms, b, dtype=np.int64) for b, g in enumerate(graphs)]),
+        "n_atoms": np.array([g.n_atoms for g in graphs], dtype=np.int64),
+        "edge_src": cat([g.edge_src + o for g, o in zip(graphs, atom_off)]).astype(np.int64),
+        "edge_dst": cat([g.edge_dst + o for g, o in zip(graphs, atom_off)]).astype(np.int64),
+        "edge_reverse": cat([g.edge_reverse + o for g, o in zip(graphs, edge_off)]).astype(np.int64),
+        "edge_shift": cat([g.edge_shift for g in graphs]).reshape(-1, 3),
+        "edge_batch": cat([np.full(g.n_edges, b, dtype=np.int64) for b, g in enumerate(graphs)]),
+        "trip_in": cat([g.trip_in + o for g, o in zip(graphs, edge_off)]).astype(np.int64),
+        "trip_out": cat([g.trip_out + o for g, o in zip(graphs, edge_off)]).astype(np.int64),
+    }
+    floats = {"positions", "cell", "edge_shift"}
+    return {
+        k: torch.as_tensor(v, dtype=dtype if k in floats else torch.long, device=device) for k, v in out_np.items()
+    }

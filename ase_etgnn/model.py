@@ -1,0 +1,586 @@
+"""The ETGNN network (Section III of the paper) and its tensor heads (Section II, Eqs. 1-8).
+
+One shared trunk (a DimeNet++-style edge network with ETGNN's extra triplet messages) produces invariant
+edge messages ``m_kj``, triplet messages ``m_kji`` and node features ``h_j``. Generic heads, chosen by the
+property registry (rank, per-atom or per-structure, symmetry), map them to invariant coefficients and
+expand them on products of unit edge vectors, which makes every output O(3)-equivariant by construction.
+
+Beyond the paper (each is a config option, documented in README):
+* every edge and triplet contribution is multiplied by smooth envelopes, so outputs are continuous when
+  atoms cross the cutoff or the (optional, smaller) triplet cutoff;
+* rank-2 heads can add an isotropic term ``s_j I`` from node features (``isotropic=True``);
+* ``zero_net_force`` symmetrises pair coefficients ``t_kj = t_jk`` so direct forces sum to zero exactly;
+* ``bec_asr`` enforces the acoustic sum rule ``sum_a Z_a = 0`` per structure exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from torch import nn
+
+from .basis import bessel_rbf, bond_angle, envelope, spherical_bessel_basis, spherical_bessel_zeros
+from .properties import TENSOR_HEADS, get_property_spec
+
+__all__ = [
+    "ETGNNConfig",
+    "ETGNN",
+    "build_model",
+    "eq1_crystal_average",
+    "eq2_edge_expansion",
+    "eq3_forces",
+    "eq6_triplet_expansion",
+]
+
+Batch = Dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ETGNNConfig:
+    """Hyper-parameters of one ETGNN model (defaults: paper Sec. III and Table S3 where it gives them).
+
+    Attributes:
+        species: element symbols the model knows.
+        heads: property names predicted (registry keys, see ``properties.py``).
+        cutoff: edge cutoff r_c, A (paper: 6).
+        triplet_cutoff: only edges shorter than this form triplets, A; ``None`` = ``cutoff`` (paper).
+            Bounds the O(N k^2) triplet cost; default 4 A.
+        hidden: edge message size nh (paper: 128).
+        triplet_hidden: triplet message size ntri (paper: 128).
+        n_blocks: edge/triplet update blocks (paper: 4).
+        n_radial: radial Bessel functions nb (Eq. 11, paper: 8).
+        n_spherical, n_sbf_radial: N_SHBF and N_SRBF of Eq. 14 (DimeNet++: 7 and 6).
+        int_emb, basis_emb, out_emb: DimeNet++ interaction, basis and output embedding sizes.
+        activation: "elu" (paper), "silu" or "swish".
+        envelope: "cosine" (Eq. 12, paper) or "polynomial".
+        isotropic: add ``s_j I`` to rank-2 atomic tensors (beyond the paper).
+        zero_net_force: symmetrise force pair coefficients so that sum_j F_j = 0 exactly.
+        bec_asr: enforce sum_a Z_a = 0 per structure exactly.
+    """
+
+    species: Tuple[str, ...]
+    heads: Tuple[str, ...] = ("forces", "born_effective_charges", "dielectric_tensor")
+    cutoff: float = 6.0
+    triplet_cutoff: Optional[float] = 4.0
+    hidden: int = 128
+    triplet_hidden: int = 128
+    n_blocks: int = 4
+    n_radial: int = 8
+    n_spherical: int = 7
+    n_sbf_radial: int = 6
+    int_emb: int = 64
+    basis_emb: int = 8
+    out_emb: int = 256
+    n_residual_before: int = 1
+    n_residual_after: int = 2
+    n_output_layers: int = 3
+    activation: str = "elu"
+    envelope: str = "cosine"
+    isotropic: bool = True
+    zero_net_force: bool = False
+    bec_asr: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.species:
+            raise ValueError("species must name at least one element")
+        for s in self.species:
+            if s not in atomic_numbers:
+                raise ValueError(f"unknown element symbol {s!r} in species")
+        if len(set(self.species)) != len(self.species):
+            raise ValueError(f"species contains duplicates: {self.species}")
+        if not self.heads:
+            raise ValueError("a model needs at least one head")
+        for h in self.heads:
+            if h not in TENSOR_HEADS:
+                raise ValueError(f"no head can predict {h!r}; available heads: {list(TENSOR_HEADS)}")
+        if self.cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        if self.triplet_cutoff is not None and not 0 < self.triplet_cutoff:
+            raise ValueError(f"triplet_cutoff must be positive or None, got {self.triplet_cutoff}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; use one of {sorted(_ACTIVATIONS)}")
+        if self.envelope not in ("cosine", "polynomial"):
+            raise ValueError(f"unknown envelope {self.envelope!r}; use 'cosine' or 'polynomial'")
+
+    @property
+    def effective_triplet_cutoff(self) -> float:
+        """The triplet cutoff actually used, A."""
+        return self.cutoff if self.triplet_cutoff is None else min(self.triplet_cutoff, self.cutoff)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["species"] = list(self.species)
+        d["heads"] = list(self.heads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ETGNNConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        d["species"] = tuple(d["species"])
+        d["heads"] = tuple(d.get("heads", cls.heads))
+        return cls(**d)
+
+
+_ACTIVATIONS = {"elu": nn.ELU, "silu": nn.SiLU, "swish": nn.SiLU}
+
+
+def _scatter_sum(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum rows of ``x`` into ``size`` bins given by ``index``; [size, ...]."""
+    return x.new_zeros((size,) + tuple(x.shape[1:])).index_add_(0, index, x)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paper equations as functions
+# ----------------------------------------------------------------------------------------------------
+
+
+def _outer_power(u: torch.Tensor, rank: int) -> torch.Tensor:
+    """``u (x) u (x) ... (x) u`` (rank times); [n, 3, ..., 3]."""
+    out = u
+    for _ in range(rank - 1):
+        out = out.unsqueeze(-1) * u.view(u.shape[0], *([1] * (out.dim() - 1)), 3)
+    return out
+
+
+def eq2_edge_expansion(
+    coeff: torch.Tensor, unit: torch.Tensor, dst: torch.Tensor, n_atoms: int, rank: int
+) -> torch.Tensor:
+    """Eq. 2 with one neighbour: ``T_j = sum_{k in N(j)} t_kj e_kj (x) ... (x) e_kj`` (rank factors).
+
+    Rank 1 is Eq. 3 (forces), rank 2 Eq. 5 (symmetric BEC part) and Eq. 7 (dielectric), rank 3 the first
+    term of Eq. 8 (piezoelectric). ``coeff`` [n_edges], ``unit`` [n_edges, 3] (from k to j), ``dst`` = j.
+    Returns [n_atoms, 3, ...].
+    """
+    basis = _outer_power(unit, rank)  # [n_edges, 3^rank]
+    return _scatter_sum(coeff.view(-1, *([1] * rank)) * basis, dst, n_atoms)
+
+
+def eq3_forces(coeff: torch.Tensor, unit: torch.Tensor, dst: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """Eq. 3, direct forces ``F_j = sum_k t_kj e_kj``; [n_atoms, 3] (eV/A once scaled)."""
+    return eq2_edge_expansion(coeff, unit, dst, n_atoms, 1)
+
+
+def eq6_triplet_expansion(
+    coeff: torch.Tensor, u_kj: torch.Tensor, u_ji: torch.Tensor, center: torch.Tensor, n_atoms: int, rank: int
+) -> torch.Tensor:
+    """Eq. 6 (rank 2, non-symmetric BEC part ``sum t_kji e_kj (x) e_ji``) and the second term of Eq. 8
+    (rank 3, ``sum t_kji e_kj (x) e_ji (x) e_ji``). ``coeff`` [n_triplets]; returns [n_atoms, 3, ...]."""
+    if rank == 2:
+        basis = u_kj.unsqueeze(-1) * u_ji.unsqueeze(-2)  # [n_triplets, 3, 3]
+    elif rank == 3:
+        basis = u_kj.view(-1, 3, 1, 1) * (u_ji.unsqueeze(-1) * u_ji.unsqueeze(-2)).unsqueeze(1)  # [n_trip, 3, 3, 3]
+    else:
+        raise ValueError(f"triplet expansion is defined for rank 2 and 3, not {rank}")
+    return _scatter_sum(coeff.view(-1, *([1] * rank)) * basis, center, n_atoms)
+
+
+def eq1_crystal_average(atomic: torch.Tensor, batch: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: crystal tensor = mean of the atomic tensors of its atoms; [n_structures, ...]."""
+    total = _scatter_sum(atomic, batch, len(n_atoms))  # [B, ...]
+    return total / n_atoms.to(atomic.dtype).view(-1, *([1] * (atomic.dim() - 1)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+
+
+class ResidualLayer(nn.Module):
+    """DimeNet residual layer ``x + act(W2 act(W1 x))``."""
+
+    def __init__(self, width: int, act: nn.Module) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(width, width)
+        self.lin2 = nn.Linear(width, width)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.lin2(self.act(self.lin1(x))))
+
+
+class EdgeEmbedding(nn.Module):
+    """Eq. 13: ``m_ji = act(W (g(Z_i) + g(Z_j) + phi_RBF(e_RBF)) + b)`` (concatenation as split weights)."""
+
+    def __init__(self, cfg: ETGNNConfig, act: nn.Module) -> None:
+        super().__init__()
+        h = cfg.hidden
+        self.lin_rbf = nn.Linear(cfg.n_radial, h, bias=False)  # varphi_RBF
+        self.lin_dst = nn.Linear(h, h, bias=False)
+        self.lin_src = nn.Linear(h, h, bias=False)
+        self.lin_rbf_out = nn.Linear(h, h)
+        self.act = act
+
+    def forward(self, g: torch.Tensor, rbf: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        rbf_h = self.act(self.lin_rbf(rbf))  # [n_edges, hidden]
+        return self.act(self.lin_dst(g)[dst] + self.lin_src(g)[src] + self.lin_rbf_out(rbf_h))  # [n_edges, hidden]
+
+
+class EdgeUpdate(nn.Module):
+    """DimeNet++ interaction block used as ETGNN's edge update block (Fig. 2a).
+
+    ``m_ji <- m_ji + f(m_ji, sum_k m_kj * rbf(kj) * sbf(kj, angle_kji))`` with down/up projections.
+    """
+
+    def __init__(self, cfg: ETGNNConfig, act: nn.Module) -> None:
+        super().__init__()
+        h, ie, be = cfg.hidden, cfg.int_emb, cfg.basis_emb
+        n_sbf = cfg.n_spherical * cfg.n_sbf_radial
+        self.lin_rbf1 = nn.Linear(cfg.n_radial, be, bias=False)
+        self.lin_rbf2 = nn.Linear(be, h, bias=False)
+        self.lin_sbf1 = nn.Linear(n_sbf, be, bias=False)
+        self.lin_sbf2 = nn.Linear(be, ie, bias=False)
+        self.lin_kj = nn.Linear(h, h)
+        self.lin_ji = nn.Linear(h, h)
+        self.lin_down = nn.Linear(h, ie, bias=False)
+        self.lin_up = nn.Linear(ie, h, bias=False)
+        self.before = nn.ModuleList([ResidualLayer(h, act) for _ in range(cfg.n_residual_before)])
+        self.lin = nn.Linear(h, h)
+        self.after = nn.ModuleList([ResidualLayer(h, act) for _ in range(cfg.n_residual_after)])
+        self.act = act
+
+    def forward(
+        self, m: torch.Tensor, rbf: torch.Tensor, sbf: torch.Tensor, trip_in: torch.Tensor, trip_out: torch.Tensor
+    ) -> torch.Tensor:
+        x_ji = self.act(self.lin_ji(m))  # [n_edges, hidden]
+        x_kj = self.act(self.lin_kj(m)) * self.lin_rbf2(self.lin_rbf1(rbf))  # [n_edges, hidden]
+        x_kj = self.act(self.lin_down(x_kj))  # [n_edges, int_emb]
+        s = self.lin_sbf2(self.lin_sbf1(sbf))  # [n_triplets, int_emb]
+        x = _scatter_sum(x_kj[trip_in] * s, trip_out, m.shape[0])  # [n_edges, int_emb]
+        h = x_ji + self.act(self.lin_up(x))  # [n_edges, hidden]
+        for layer in self.before:
+            h = layer(h)
+        h = self.act(self.lin(h)) + m
+        for layer in self.after:
+            h = layer(h)
+        return h
+
+
+class TripletEmbedding(nn.Module):
+    """Eq. 15: ``m_kji = act(W (g(Z_i) + g(Z_j) + g(Z_k) + phi_SBF(a_SBF) + phi_RBF(e_RBF^ji)) + b)``."""
+
+    def __init__(self, cfg: ETGNNConfig, act: nn.Module) -> None:
+        super().__init__()
+        h, t = cfg.hidden, cfg.triplet_hidden
+        self.lin_i = nn.Linear(h, t, bias=False)
+        self.lin_j = nn.Linear(h, t, bias=False)
+        self.lin_k = nn.Linear(h, t, bias=False)
+        self.lin_sbf = nn.Linear(cfg.n_spherical * cfg.n_sbf_radial, t, bias=False)  # varphi_SBF
+        self.lin_rbf = nn.Linear(cfg.n_radial, t)  # varphi_RBF and the bias b
+        self.act = act
+
+    def forward(
+        self, g: torch.Tensor, rbf: torch.Tensor, sbf: torch.Tensor, atom_k: torch.Tensor, atom_j: torch.Tensor,
+        atom_i: torch.Tensor, trip_out: torch.Tensor,
+    ) -> torch.Tensor:
+        x = self.lin_i(g)[atom_i] + self.lin_j(g)[atom_j] + self.lin_k(g)[atom_k]  # [n_triplets, t_hidden]
+        return self.act(x + self.lin_sbf(sbf) + self.lin_rbf(rbf)[trip_out])  # [n_triplets, t_hidden]
+
+
+class TripletUpdate(nn.Module):
+    """Eq. 16: ``m_kji <- f_update(m_kji, f_int(m_kj, m_ji, e_RBF^kj, e_RBF^ji, a_SBF))`` (residual MLP)."""
+
+    def __init__(self, cfg: ETGNNConfig, act: nn.Module) -> None:
+        super().__init__()
+        h, t, be = cfg.hidden, cfg.triplet_hidden, cfg.basis_emb
+        self.lin_kj = nn.Linear(h, t)
+        self.lin_ji = nn.Linear(h, t)
+        self.lin_rbf_kj = nn.Linear(cfg.n_radial, t, bias=False)
+        self.lin_rbf_ji = nn.Linear(cfg.n_radial, t, bias=False)
+        self.lin_sbf1 = nn.Linear(cfg.n_spherical * cfg.n_sbf_radial, be, bias=False)
+        self.lin_sbf2 = nn.Linear(be, t, bias=False)
+        self.update1 = nn.Linear(2 * t, t)
+        self.update2 = nn.Linear(t, t)
+        self.act = act
+
+    def forward(
+        self, mt: torch.Tensor, m: torch.Tensor, rbf: torch.Tensor, sbf: torch.Tensor, trip_in: torch.Tensor,
+        trip_out: torch.Tensor,
+    ) -> torch.Tensor:
+        a = (self.act(self.lin_kj(m)) * self.lin_rbf_kj(rbf))[trip_in]  # [n_triplets, t_hidden]
+        b = (self.act(self.lin_ji(m)) * self.lin_rbf_ji(rbf))[trip_out]  # [n_triplets, t_hidden]
+        x = (a + b) * self.lin_sbf2(self.lin_sbf1(sbf))  # f_int, [n_triplets, t_hidden]
+        return mt + self.update2(self.act(self.update1(torch.cat([mt, x], dim=-1))))  # f_update
+
+
+class NodeOutput(nn.Module):
+    """Node output block (Fig. 2d): enveloped edge messages summed on atoms, plus the atom embedding."""
+
+    def __init__(self, cfg: ETGNNConfig, act: nn.Module) -> None:
+        super().__init__()
+        self.lin_rbf = nn.Linear(cfg.n_radial, cfg.hidden, bias=False)
+        self.lin_up = nn.Linear(cfg.hidden, cfg.out_emb, bias=False)
+        self.lin_z = nn.Linear(cfg.hidden, cfg.out_emb)
+        self.layers = nn.ModuleList([nn.Linear(cfg.out_emb, cfg.out_emb) for _ in range(cfg.n_output_layers)])
+        self.act = act
+
+    def forward(self, m: torch.Tensor, rbf: torch.Tensor, g: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        x = _scatter_sum(self.lin_rbf(rbf) * m, dst, g.shape[0])  # [n_atoms, hidden]
+        h = self.lin_up(x) + self.lin_z(g)  # [n_atoms, out_emb]
+        for layer in self.layers:
+            h = self.act(layer(h))
+        return h
+
+
+def _mlp(n_in: int, n_out: int, act: nn.Module) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, max(n_in // 2, 1)), act, nn.Linear(max(n_in // 2, 1), n_out))
+
+
+class TensorHead(nn.Module):
+    """Generic head for one registry property: invariant coefficients times edge-vector bases.
+
+    ``scale`` and ``reference`` buffers hold the target normalisation: the output is
+    ``scale * raw + reference`` where ``reference`` is per species (energy: eV/atom; rank-2: isotropic
+    part times the identity) and summed (energy) or averaged (crystal tensors) like the atomic terms.
+    """
+
+    def __init__(self, name: str, cfg: ETGNNConfig, act: nn.Module) -> None:
+        super().__init__()
+        spec = get_property_spec(name)
+        self.name = name
+        self.rank = spec.rank
+        self.per_atom = spec.per_atom
+        self.uses_edges = spec.rank >= 1
+        self.uses_triplets = (spec.rank == 2 and spec.symmetry == "none") or spec.rank == 3
+        self.uses_nodes = spec.rank == 0 or (spec.rank == 2 and cfg.isotropic)
+        self.edge_mlp = _mlp(cfg.hidden, 1, act) if self.uses_edges else None
+        self.triplet_mlp = _mlp(cfg.triplet_hidden, 1, act) if self.uses_triplets else None
+        self.node_mlp = _mlp(cfg.out_emb, 1, act) if self.uses_nodes else None
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("reference", torch.zeros(len(cfg.species)))
+
+    def atomic(self, ctx: Dict[str, torch.Tensor], zero_net_force: bool) -> torch.Tensor:
+        """Atomic tensors T_j (Eq. 2, with Eqs. 3-8 as special cases); [n_atoms, 3, ...] or [n_atoms]."""
+        n_atoms = ctx["species"].shape[0]
+        if self.rank == 0:
+            return self.node_mlp(ctx["h"]).squeeze(-1)  # [n_atoms]
+        t_e = self.edge_mlp(ctx["m"]).squeeze(-1) * ctx["env"]  # [n_edges]
+        if self.rank == 1:
+            if zero_net_force:  # t_kj = t_jk: pair forces cancel in the sum over atoms
+                t_e = 0.5 * (t_e + t_e[ctx["edge_reverse"]])
+            return eq3_forces(t_e, ctx["unit"], ctx["dst"], n_atoms)
+        out = eq2_edge_expansion(t_e, ctx["unit"], ctx["dst"], n_atoms, self.rank)
+        if self.uses_triplets:
+            t_t = self.triplet_mlp(ctx["mt"]).squeeze(-1) * ctx["trip_w"]  # [n_triplets]
+            out = out + eq6_triplet_expansion(
+                t_t, ctx["u_kj"], ctx["u_ji"], ctx["center"], n_atoms, self.rank
+            )
+        if self.uses_nodes:
+            s = self.node_mlp(ctx["h"]).squeeze(-1)  # [n_atoms]
+            out = out + s.view(-1, 1, 1) * torch.eye(3, dtype=out.dtype, device=out.device)
+        return out
+
+    def forward(self, ctx: Dict[str, torch.Tensor], zero_net_force: bool = False) -> torch.Tensor:
+        atomic = self.scale * self.atomic(ctx, zero_net_force)
+        ref = self.reference[ctx["species"]]  # [n_atoms]
+        if self.rank == 0:
+            atomic = atomic + ref
+        elif self.rank == 2:
+            atomic = atomic + ref.view(-1, 1, 1) * torch.eye(3, dtype=atomic.dtype, device=atomic.device)
+        if self.per_atom:
+            return atomic
+        if self.rank == 0:  # extensive: energy is a sum over atoms
+            return _scatter_sum(atomic, ctx["batch"], len(ctx["n_atoms"]))
+        return eq1_crystal_average(atomic, ctx["batch"], ctx["n_atoms"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------
+
+
+class ETGNN(nn.Module):
+    """ETGNN: shared edge/triplet trunk plus one generic head per property in ``config.heads``."""
+
+    def __init__(self, config: ETGNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        act = _ACTIVATIONS[cfg.activation]()
+        self.embedding = nn.Embedding(len(cfg.species), cfg.hidden)  # g(Z)
+        z_to_index = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        for i, s in enumerate(cfg.species):
+            z_to_index[atomic_numbers[s]] = i
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+        self.register_buffer(
+            "sbf_zeros", torch.as_tensor(spherical_bessel_zeros(cfg.n_spherical, cfg.n_sbf_radial)), persistent=False
+        )
+        self.edge_embedding = EdgeEmbedding(cfg, act)
+        self.edge_blocks = nn.ModuleList([EdgeUpdate(cfg, act) for _ in range(cfg.n_blocks)])
+        self.heads_ = nn.ModuleDict({name: TensorHead(name, cfg, act) for name in cfg.heads})
+        self.needs_triplet_messages = any(h.uses_triplets for h in self.heads_.values())
+        self.needs_nodes = any(h.uses_nodes for h in self.heads_.values())
+        if self.needs_triplet_messages:
+            self.triplet_embedding = TripletEmbedding(cfg, act)
+            self.triplet_blocks = nn.ModuleList([TripletUpdate(cfg, act) for _ in range(cfg.n_blocks)])
+        if self.needs_nodes:
+            self.node_output = NodeOutput(cfg, act)
+
+    @property
+    def species(self) -> Tuple[str, ...]:
+        return self.config.species
+
+    @property
+    def heads(self) -> Tuple[str, ...]:
+        return self.config.heads
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Map atomic numbers to model species indices; ``ValueError`` naming unknown elements."""
+        if numbers.numel() and (numbers.min() < 0 or numbers.max() >= len(self.z_to_index)):
+            raise ValueError(f"invalid atomic numbers in input: {sorted(set(numbers.tolist()))}")
+        idx = self.z_to_index[numbers]
+        if numbers.numel() and bool((idx < 0).any()):
+            bad = sorted({chemical_symbols[int(z)] for z in numbers[idx < 0].tolist()})
+            raise ValueError(f"element(s) {bad} not known to this model; it was built for {list(self.species)}")
+        return idx
+
+    def set_normalization(self, name: str, scale: float, reference=None) -> None:
+        """Set the target normalisation of head ``name``: output = scale * raw + reference term.
+
+        ``reference``: per-species tensor [n_species] (energy eV/atom; rank-2 isotropic value), or a scalar
+        used for every species (e.g. the mean dielectric constant). Heads of rank 1 and 3 take no reference.
+        """
+        if name not in self.heads_:
+            raise KeyError(f"model has no head {name!r}; heads: {list(self.heads)}")
+        head = self.heads_[name]
+        with torch.no_grad():
+            head.scale.fill_(float(scale))
+            if reference is not None:
+                if head.rank not in (0, 2):
+                    raise ValueError(f"head {name!r} (rank {head.rank}) takes no reference value")
+                ref = torch.as_tensor(reference, dtype=head.reference.dtype, device=head.reference.device)
+                head.reference.copy_(ref.expand_as(head.reference))
+
+    def geometry(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """Edge vectors, bases and envelopes from a collated batch (differentiable in positions/cell)."""
+        cfg = self.config
+        pos, cell = batch["positions"], batch["cell"]
+        src, dst = batch["edge_src"], batch["edge_dst"]
+        shift = batch["edge_shift"].to(pos.dtype)  # [n_edges, 3]
+        vec = pos[dst] - pos[src] + torch.einsum("ea,eab->eb", shift, cell[batch["edge_batch"]])  # [n_edges, 3]
+        length = torch.linalg.vector_norm(vec, dim=-1).clamp(min=1e-9)  # [n_edges]
+        unit = vec / length.unsqueeze(-1)  # [n_edges, 3], e_kj from src k to dst j
+        env = envelope(length, cfg.cutoff, cfg.envelope)  # [n_edges]
+        rbf = bessel_rbf(length, cfg.cutoff, cfg.n_radial) * env.unsqueeze(-1)  # e_RBF, [n_edges, n_radial]
+        t_in, t_out = batch["trip_in"], batch["trip_out"]
+        # bond angle at the central atom j between j->k and j->i
+        angle = bond_angle(-vec[t_in], vec[t_out])  # [n_triplets]
+        env_t = envelope(length, cfg.effective_triplet_cutoff, cfg.envelope)  # [n_edges]
+        trip_w = env_t[t_in] * env_t[t_out]  # [n_triplets], smooth at the triplet cutoff
+        sbf = spherical_bessel_basis(length[t_in], angle, self.sbf_zeros.to(pos.dtype), cfg.cutoff)
+        sbf = sbf * (env[t_in] * trip_w).unsqueeze(-1)  # a_SBF, [n_triplets, n_sph * n_rad]
+        return {
+            "unit": unit, "env": env, "rbf": rbf, "sbf": sbf, "trip_w": trip_w,
+            "u_kj": unit[t_in], "u_ji": unit[t_out], "center": dst[t_in],
+        }
+
+    def forward(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """Predict every head; keys are registry property names (see module docstring for shapes)."""
+        species = self.species_index(batch["numbers"])  # [n_atoms]
+        ctx = self.geometry(batch)
+        src, dst = batch["edge_src"], batch["edge_dst"]
+        t_in, t_out = batch["trip_in"], batch["trip_out"]
+        g = self.embedding(species)  # [n_atoms, hidden]
+        m = self.edge_embedding(g, ctx["rbf"], src, dst)  # [n_edges, hidden]
+        mt = None
+        if self.needs_triplet_messages:
+            # triplet k->j->i: k = src of edge kj, j = its dst, i = dst of edge ji
+            mt = self.triplet_embedding(g, ctx["rbf"], ctx["sbf"], src[t_in], dst[t_in], dst[t_out], t_out)
+        for b, block in enumerate(self.edge_blocks):
+            m = block(m, ctx["rbf"], ctx["sbf"], t_in, t_out)
+            if mt is not None:
+                mt = self.triplet_blocks[b](mt, m, ctx["rbf"], ctx["sbf"], t_in, t_out)
+        ctx.update(
+            species=species, m=m, mt=mt, dst=dst, batch=batch["batch"], n_atoms=batch["n_atoms"],
+            edge_reverse=batch["edge_reverse"],
+        )
+        if self.needs_nodes:
+            ctx["h"] = self.node_output(m, ctx["rbf"], g, dst)  # [n_atoms, out_emb]
+        out = {name: head(ctx, self.config.zero_net_force) for name, head in self.heads_.items()}
+        if self.config.bec_asr and "born_effective_charges" in out:
+            z = out["born_effective_charges"]  # [n_atoms, 3, 3]
+            mean = eq1_crystal_average(z, batch["batch"], batch["n_atoms"])  # [B, 3, 3]
+            out["born_effective_charges"] = z - mean[batch["batch"]]
+        return out
+
+    def energy_and_derivatives(self, batch: Batch, stress: bool = True) -> Dict[str, torch.Tensor]:
+        """All heads plus conservative ``forces_conservative = -dE/dr`` (eV/A) and, if ``stress``,
+        ``stress = (1/V) dE/d(strain)`` (eV/A^3, ASE sign) by autograd. Needs an energy head."""
+        if "energy" not in self.heads_:
+            raise ValueError("conservative forces need a model with an 'energy' head")
+        batch = dict(batch)
+        pos = batch["positions"].detach().requires_grad_(True)
+        n_struct = batch["cell"].shape[0]
+        strain = torch.zeros(n_struct, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+        sym = 0.5 * (strain + strain.transpose(1, 2))  # [B, 3, 3]
+        batch["positions"] = pos + torch.einsum("na,nab->nb", pos, sym[batch["batch"]])
+        batch["cell"] = batch["cell"] + torch.bmm(batch["cell"], sym)
+        out = self.forward(batch)
+        grads = torch.autograd.grad(out["energy"].sum(), [pos, strain], create_graph=self.training)
+        out["forces_conservative"] = -grads[0]
+        if stress:
+            vol = torch.linalg.det(batch["cell"]).abs()  # [B]
+            out["stress"] = grads[1] / vol.view(-1, 1, 1)
+        return out
+
+
+def _init_weights(model: nn.Module, generator: torch.Generator) -> None:
+    """Deterministic initialisation from an explicit generator (no global RNG is touched).
+
+    Linear weights ~ N(0, 1/fan_in) (variance-preserving), biases 0, embeddings ~ U(-sqrt3, sqrt3);
+    the heads' last layers are scaled by 0.02 so untrained outputs are of order one.
+    """
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear):
+                w = torch.randn(mod.weight.shape, generator=generator, dtype=torch.float64)
+                mod.weight.copy_(w / math.sqrt(mod.in_features))
+                if mod.bias is not None:
+                    mod.bias.zero_()
+            elif isinstance(mod, nn.Embedding):
+                w = torch.rand(mod.weight.shape, generator=generator, dtype=torch.float64)
+                mod.weight.copy_((2 * w - 1) * math.sqrt(3.0))
+        # small last layers in the heads: an untrained model's edge sums (~70 terms) stay of order one
+        for head in model.heads_.values():
+            for mlp in (head.edge_mlp, head.triplet_mlp, head.node_mlp):
+                if mlp is not None:
+                    mlp[-1].weight.mul_(0.02)
+
+
+def construct(config: ETGNNConfig) -> ETGNN:
+    """``ETGNN(config)`` without touching the global torch RNG (torch's default init draws from it);
+    weights are then set by ``_init_weights`` or a state dict."""
+    with torch.random.fork_rng(devices=[]):
+        return ETGNN(config)
+
+
+def build_model(
+    species: Sequence[str],
+    heads: Sequence[str] = ("forces", "born_effective_charges", "dielectric_tensor"),
+    cutoff: float = 6.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    **hyper,
+) -> ETGNN:
+    """Build an ETGNN with random weights drawn from ``seed`` (see ``ETGNNConfig`` for ``hyper``)."""
+    config = ETGNNConfig(species=tuple(species), heads=tuple(heads), cutoff=cutoff, **hyper)
+    model = construct(config)
+    gen = torch.Generator().manual_seed(int(seed))
+    _init_weights(model, gen)
+    return model.to(device=device, dtype=dtype)

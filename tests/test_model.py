@@ -1,0 +1,237 @@
+"""Physics contracts of the network and its heads (float64 where exactness is claimed)."""
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, graphene, make_supercell, molecule
+
+from ase_etgnn.model import eq2_edge_expansion, eq6_triplet_expansion
+from ase_etgnn.properties import PROPERTIES
+
+from conftest import ALL_HEADS, predict, random_rotation, small_model
+
+TOL = 1e-10
+
+
+def _rotated(atoms, R):
+    out = atoms.copy()
+    out.positions = atoms.positions @ R.T
+    out.cell = atoms.cell.array @ R.T
+    return out
+
+
+def _transform(name, value, R):
+    """How a property transforms under the orthogonal matrix R (registry rank drives it)."""
+    rank = PROPERTIES[name].rank
+    letters = "abc"[:rank]
+    if rank == 0:
+        return value
+    spec = ",".join(f"{l.upper()}{l}" for l in letters)
+    return np.einsum(f"{spec},...{letters}->...{letters.upper()}", *([R] * rank), value)
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_o3_equivariance_every_head(quartz_perturbed, model64, reflect):
+    rng = np.random.default_rng(1 + reflect)
+    atoms = quartz_perturbed.copy()
+    atoms.rattle(0.05, seed=3)
+    R = random_rotation(rng, reflect=reflect)
+    ref = predict(model64, [atoms])
+    rot = predict(model64, [_rotated(atoms, R)])
+    for name in ALL_HEADS:
+        expected = _transform(name, ref[name], R)
+        assert np.abs(rot[name] - expected).max() < TOL * max(1.0, np.abs(expected).max()), name
+    assert np.abs(ref["born_effective_charges"]).max() > 1e-3  # not trivially zero
+
+
+def test_translation_permutation_and_wrapping(quartz_perturbed, model64):
+    atoms = quartz_perturbed.copy()
+    ref = predict(model64, [atoms])
+    moved = atoms.copy()
+    moved.positions += [0.3, -1.7, 2.2]
+    moved.positions[2] += atoms.cell[0] - 2 * atoms.cell[2]  # a lattice translation of one atom
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    moved = moved[perm]
+    out = predict(model64, [moved])
+    for name in ALL_HEADS:
+        r = ref[name][perm] if PROPERTIES[name].per_atom else ref[name]
+        assert np.allclose(out[name], r, atol=1e-10, rtol=0), name
+    wrapped = atoms.copy()
+    wrapped.positions += 3.0
+    wrapped.wrap()
+    out = predict(model64, [wrapped])
+    for name in ALL_HEADS:
+        assert np.allclose(out[name], ref[name], atol=1e-10, rtol=0), name
+
+
+def test_supercell_consistency(quartz_perturbed, model64):
+    atoms = quartz_perturbed
+    sc = make_supercell(atoms, 2 * np.eye(3))  # replicas ordered cell by cell
+    ref, big = predict(model64, [atoms]), predict(model64, [sc])
+    n = len(atoms)
+    for name in ("forces", "born_effective_charges"):
+        assert np.allclose(big[name], np.tile(ref[name], (8,) + (1,) * (ref[name].ndim - 1)), atol=1e-10), name
+    for name in ("dielectric_tensor", "piezoelectric_tensor"):
+        assert np.allclose(big[name], ref[name], atol=1e-10), name
+    assert np.allclose(big["energy"], 8 * ref["energy"], atol=1e-9)
+    assert big["forces"].shape == (8 * n, 3)
+
+
+def test_batch_equals_single(quartz_perturbed, model64):
+    structs = [quartz_perturbed, make_supercell(quartz_perturbed, np.diag([1, 1, 2])), molecule("SiO")]
+    structs[0] = structs[0].copy()
+    structs[0].rattle(0.02, seed=1)
+    batched = predict(model64, structs)
+    offset = 0
+    for b, atoms in enumerate(structs):
+        single = predict(model64, [atoms])
+        n = len(atoms)
+        for name in ALL_HEADS:
+            got = batched[name][offset:offset + n] if PROPERTIES[name].per_atom else batched[name][b:b + 1]
+            assert np.allclose(got, single[name], atol=1e-11, rtol=0), (name, b)
+        offset += n
+
+
+def _hbn():
+    a = graphene(formula="BN", a=2.504, vacuum=8.0)
+    return a
+
+
+@pytest.mark.parametrize("name, atoms", [
+    ("graphene", graphene(a=2.46, vacuum=8.0)),
+    ("h-BN", _hbn()),
+    ("diamond", bulk("C", "diamond", a=3.567, cubic=True)),
+])
+def test_table_s1_symmetric_zero_forces_float32(name, atoms):
+    """Supplement Table S1: random-weight forces vanish on ideal graphene, h-BN and diamond."""
+    model = small_model(species=("B", "C", "N"), heads=("forces",), dtype=torch.float32, seed=7, hidden=32)
+    f = predict(model, [atoms], dtype=torch.float32)["forces"]
+    assert np.abs(f).max() < 1e-6, name
+    # a broken symmetry gives non-zero forces, so the check can fail
+    rattled = atoms.copy()
+    rattled.rattle(0.05, seed=1)
+    assert np.abs(predict(model, [rattled], dtype=torch.float32)["forces"]).max() > 1e-4
+
+
+@pytest.mark.parametrize("atoms", [bulk("NaCl", "rocksalt", a=5.64, cubic=True), bulk("Si", "diamond", a=5.43, cubic=True)])
+def test_centrosymmetric_piezo_is_zero(atoms):
+    model = small_model(species=("Na", "Cl", "Si"), heads=("piezoelectric_tensor",), seed=3)
+    e = predict(model, [atoms])["piezoelectric_tensor"]
+    assert np.abs(e).max() < 1e-12
+    noncentro = atoms.copy()  # any two-atom cell is centrosymmetric: move one atom of the cubic cell
+    noncentro.positions[0] += [0.05, 0.1, 0.02]
+    assert np.abs(predict(model, [noncentro])["piezoelectric_tensor"]).max() > 1e-6
+
+
+def test_piezo_symmetric_in_strain_indices_and_dielectric_symmetric(quartz_perturbed, model64):
+    out = predict(model64, [quartz_perturbed])
+    e = out["piezoelectric_tensor"][0]
+    assert np.allclose(e, e.transpose(0, 2, 1), atol=1e-14)
+    eps = out["dielectric_tensor"][0]
+    assert np.allclose(eps, eps.T, atol=1e-14)
+    z = out["born_effective_charges"]
+    assert np.abs(z - z.transpose(0, 2, 1)).max() > 1e-6  # BEC is not forced symmetric (Eq. 6)
+
+
+def test_tiny_cell_isolated_atoms_and_molecules():
+    model = small_model(species=("Si", "O", "H"), heads=ALL_HEADS)
+    tiny = Atoms("Si", positions=[[0, 0, 0]], cell=np.eye(3) * 2.2, pbc=True)
+    far = Atoms("SiO", positions=[[0, 0, 0], [30, 0, 0]])
+    water = molecule("H2O")
+    out = predict(model, [tiny, far, water])
+    for v in out.values():
+        assert np.all(np.isfinite(v))
+    assert np.abs(out["forces"][0]).max() < 1e-12  # cubic site symmetry
+    assert np.abs(out["forces"][1:3]).max() == 0.0  # no neighbours: no force
+    assert np.abs(out["piezoelectric_tensor"][1]).max() == 0.0
+    # an isolated atom's energy is its species' reference: independent of where it is
+    far2 = far.copy()
+    far2.positions[1] = [0, 40, 0]
+    assert np.isclose(predict(model, [far2])["energy"][0], out["energy"][1])
+
+
+def test_smooth_at_cutoffs():
+    """Every contribution vanishes continuously at the edge cutoff and at the triplet cutoff."""
+    model = small_model(species=("Si", "O"), cutoff=4.0, triplet_cutoff=3.0)
+
+    def trimer(d):
+        return Atoms("SiOO", positions=[[0, 0, 0], [1.6, 0, 0], [0.3, d, 0.2]])
+
+    for r0 in (4.0, 3.0):  # distance of the 3rd atom crossing the cutoff, triplet cutoff
+        d = np.sqrt(r0**2 - 0.3**2 - 0.2**2)
+        a, b = predict(model, [trimer(d - 1e-4)]), predict(model, [trimer(d + 1e-4)])
+        for name in ALL_HEADS:
+            assert np.abs(a[name] - b[name]).max() < 1e-5, (r0, name)
+
+
+def test_zero_net_force_and_asr_options(quartz_perturbed):
+    model = small_model(zero_net_force=True, bec_asr=True)
+    atoms = quartz_perturbed.copy()
+    atoms.rattle(0.1, seed=2)
+    out = predict(model, [atoms, molecule("SiO")])
+    assert np.abs(out["forces"][:9].sum(0)).max() < 1e-12
+    assert np.abs(out["forces"][9:].sum(0)).max() < 1e-12
+    assert np.abs(out["born_effective_charges"][:9].sum(0)).max() < 1e-12
+    plain = predict(small_model(), [atoms])
+    assert np.abs(plain["forces"].sum(0)).max() > 1e-6  # the option is what makes it zero
+
+
+def test_index_conventions():
+    """Edge k->j unit vector is the first factor of the triplet basis e_kj (x) e_ji (Eq. 6)."""
+    ex, ey = torch.tensor([[1.0, 0, 0]]), torch.tensor([[0, 1.0, 0]])
+    t = eq6_triplet_expansion(torch.ones(1), ex, ey, torch.zeros(1, dtype=torch.long), 1, 2)
+    assert t[0, 0, 1] == 1 and t[0, 1, 0] == 0
+    p = eq6_triplet_expansion(torch.ones(1), ex, ey, torch.zeros(1, dtype=torch.long), 1, 3)
+    assert p[0, 0, 1, 1] == 1 and p.abs().sum() == 1
+    f = eq2_edge_expansion(torch.tensor([2.0]), ex, torch.zeros(1, dtype=torch.long), 1, 1)
+    assert torch.equal(f, torch.tensor([[2.0, 0, 0]]))
+
+
+def test_conservative_forces_and_stress_match_finite_differences(quartz_perturbed, model64):
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    atoms = quartz_perturbed.copy()
+    cfg = model64.config
+
+    def energy(a):
+        return predict(model64, [a])["energy"][0]
+
+    g = collate_graphs([atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff)], dtype=torch.float64)
+    out = model64.energy_and_derivatives(g)
+    f = out["forces_conservative"].detach().numpy()
+    h = 1e-5
+    for a, c in [(0, 0), (4, 2)]:
+        p, m = atoms.copy(), atoms.copy()
+        p.positions[a, c] += h
+        m.positions[a, c] -= h
+        assert np.isclose(f[a, c], -(energy(p) - energy(m)) / (2 * h), atol=1e-7)
+    s = out["stress"].detach().numpy()[0]
+    eps = np.zeros((3, 3))
+    eps[0, 1] = eps[1, 0] = h
+    p, m = atoms.copy(), atoms.copy()
+    p.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+    m.set_cell(atoms.cell.array @ (np.eye(3) - eps), scale_atoms=True)
+    fd = (energy(p) - energy(m)) / (2 * h) / atoms.get_volume() / 2  # both (0,1) and (1,0) moved
+    assert np.isclose(s[0, 1], fd, atol=1e-7)
+
+
+def test_unknown_element_and_config_errors():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"\['Fe'\].*Si"):
+        predict(model, [bulk("Fe")])
+    from ase_etgnn import build_model
+
+    with pytest.raises(ValueError, match="no head can predict"):
+        build_model(["Si"], heads=("stress_tensor",))
+    with pytest.raises(ValueError, match="unknown element"):
+        build_model(["Xx"])
+
+
+def test_seed_determinism_no_global_rng():
+    state = torch.random.get_rng_state()
+    a, b = small_model(seed=5), small_model(seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    c = small_model(seed=6)
+    assert not torch.equal(a.embedding.weight, c.embedding.weight)
