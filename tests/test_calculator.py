@@ -1,0 +1,229 @@
+"""ETGNNCalculator: ASE contracts, caching, neighbour-list reuse, bad input, MD, model files."""
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, make_supercell
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.io import read, write
+
+from ase_etgnn import ETGNNCalculator, ModelFileError, load_model, save_model
+
+from conftest import ALL_HEADS, predict, small_model
+
+
+@pytest.fixture(scope="module")
+def calc64(model64):
+    return ETGNNCalculator(model64, dtype="float64", device="cpu")
+
+
+def test_results_match_model_and_ase_shapes(quartz_perturbed, model64, calc64):
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc64
+    ref = predict(model64, [atoms])
+    n = len(atoms)
+    assert np.allclose(atoms.get_forces(), ref["forces"], atol=1e-12)
+    assert np.isclose(atoms.get_potential_energy(), ref["energy"][0])
+    z = atoms.calc.get_property("born_effective_charges", atoms)
+    assert z.shape == (n, 3, 3) and np.allclose(z, ref["born_effective_charges"])
+    eps = atoms.calc.get_property("dielectric_tensor", atoms)
+    assert eps.shape == (3, 3) and np.allclose(eps, ref["dielectric_tensor"][0])
+    assert atoms.calc.get_property("piezoelectric_tensor", atoms).shape == (3, 3, 3)
+    assert isinstance(atoms.get_potential_energy(), float)
+    assert sorted(calc64.implemented_properties) == sorted(
+        ["energy", "free_energy", "forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor"])
+
+
+def test_one_forward_pass_per_structure(quartz_perturbed, model64):
+    calls = []
+    calc = ETGNNCalculator(model64, dtype="float64")
+    calc.model.register_forward_hook(lambda *a: calls.append(1))
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc
+    atoms.get_forces()
+    calc.get_property("born_effective_charges", atoms)
+    calc.get_property("dielectric_tensor", atoms)
+    assert len(calls) == 1
+    atoms.positions[0, 0] += 0.01
+    atoms.get_forces()
+    assert len(calls) == 2
+
+
+def test_missing_property_raises_ase_error(quartz_perturbed):
+    calc = ETGNNCalculator(small_model(heads=("forces",)))
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc
+    with pytest.raises(PropertyNotImplementedError, match="born_effective_charges"):
+        calc.get_property("born_effective_charges", atoms)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+    assert atoms.get_forces().shape == (9, 3)
+    with pytest.raises(ValueError, match="energy head"):
+        ETGNNCalculator(small_model(heads=("forces",)), forces="conservative")
+
+
+def test_neighbour_list_reuse_equals_fresh_rebuild(quartz_perturbed, model64):
+    calc = ETGNNCalculator(model64, dtype="float64", skin=1.0)
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        reused = {p: calc.get_property(p, atoms).copy() for p in ("forces", "born_effective_charges")}
+        fresh = predict(model64, [atoms])
+        assert np.allclose(reused["forces"], fresh["forces"], atol=1e-12)
+        assert np.allclose(reused["born_effective_charges"], fresh["born_effective_charges"], atol=1e-12)
+    assert 1 <= calc.n_graph_builds < 6  # the graph was reused at least once
+    atoms.positions[0] += 0.6  # beyond skin / 2: rebuilt
+    builds = calc.n_graph_builds
+    atoms.get_forces()
+    assert calc.n_graph_builds == builds + 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda a: a.set_chemical_symbols(["Fe"] + a.get_chemical_symbols()[1:]), r"Fe.*'Si', 'O'"),
+    (lambda a: a.positions.__setitem__((0, 0), np.nan), "NaN"),
+    (lambda a: a.positions.__setitem__((1, 1), np.inf), "inf"),
+    (lambda a: a.set_cell(np.zeros((3, 3))), "cell"),
+    (lambda a: a.set_cell([[1, 0, 0], [2, 0, 0], [0, 0, 5]]), "linearly dependent"),
+    (lambda a: a.positions.__setitem__(1, a.positions[0]), "overlap"),
+])
+def test_bad_input_is_rejected_and_does_not_corrupt_later_results(quartz_perturbed, model64, make, message):
+    calc = ETGNNCalculator(model64, dtype="float64")
+    good = quartz_perturbed.copy()
+    good.calc = calc
+    f0 = good.get_forces().copy()
+    bad = quartz_perturbed.copy()
+    make(bad)
+    bad.calc = calc
+    with pytest.raises(ValueError, match=message):
+        bad.get_forces()
+    assert np.allclose(good.get_forces(), f0, atol=0)
+    fresh = quartz_perturbed.copy()
+    fresh.calc = calc
+    assert np.allclose(fresh.get_forces(), f0, atol=1e-12)
+
+
+def test_empty_far_apart_and_small_cells(model64):
+    calc = ETGNNCalculator(model64, dtype="float64")
+    with pytest.raises(ValueError, match="empty"):
+        Atoms(calculator=calc).get_forces()
+    far = Atoms("SiO", positions=[[0, 0, 0], [40, 0, 0]], calculator=calc)
+    assert np.all(far.get_forces() == 0)
+    small = Atoms("Si", positions=[[0, 0, 0]], cell=np.eye(3) * 2.3, pbc=True, calculator=calc)
+    assert np.abs(small.get_forces()).max() < 1e-12
+    eps = small.calc.get_property("dielectric_tensor", small)
+    assert np.allclose(eps, eps[0, 0] * np.eye(3), atol=1e-12)  # cubic: isotropic
+
+
+def test_conservative_mode_gradient_test_and_stress(quartz_perturbed):
+    from ase.calculators.test import gradient_test
+
+    calc = ETGNNCalculator(small_model(), dtype="float64", forces="conservative")
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc
+    f, fd = gradient_test(atoms, indices=[0, 5])
+    assert np.abs(f - fd).max() < 1e-6
+    s = atoms.get_stress()
+    assert s.shape == (6,) and np.all(np.isfinite(s))
+    assert "stress" in calc.implemented_properties
+
+
+def test_md_langevin_and_verlet_on_72_atom_quartz(tmp_path, quartz_perturbed):
+    from ase import units
+    from ase.md import MDLogger
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    atoms = make_supercell(quartz_perturbed, np.diag([2, 2, 2]))
+    assert len(atoms) == 72
+    atoms.calc = ETGNNCalculator(small_model(dtype=torch.float32), forces="conservative")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    for dyn in (Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(1)),
+                VelocityVerlet(atoms, 0.5 * units.fs)):
+        log = tmp_path / f"{type(dyn).__name__}.log"
+        dyn.attach(MDLogger(dyn, atoms, str(log), header=True), interval=5)
+        dyn.run(20)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 1 + 5 and np.isfinite(float(lines[-1].split()[1]))
+
+
+def test_nve_momentum_conserved_with_zero_net_force(quartz_perturbed):
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    atoms = quartz_perturbed.copy()
+    atoms.calc = ETGNNCalculator(small_model(zero_net_force=True), dtype="float64")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    p0 = atoms.get_momenta().sum(0)
+    VelocityVerlet(atoms, 1.0 * units.fs).run(30)
+    assert np.abs(atoms.get_momenta().sum(0) - p0).max() < 1e-10
+    plain = quartz_perturbed.copy()
+    plain.calc = ETGNNCalculator(small_model(), dtype="float64")
+    MaxwellBoltzmannDistribution(plain, temperature_K=600, rng=np.random.default_rng(0))
+    VelocityVerlet(plain, 1.0 * units.fs).run(30)
+    assert np.abs(plain.get_momenta().sum(0) - p0).max() > 1e-8  # the option is what conserves it
+
+
+def test_traj_keeps_bec_and_dielectric(tmp_path, quartz_perturbed, calc64):
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc64
+    z = calc64.get_property("born_effective_charges", atoms)
+    eps = calc64.get_property("dielectric_tensor", atoms)
+    atoms.get_forces()
+    write(tmp_path / "x.traj", atoms)
+    back = read(tmp_path / "x.traj")
+    assert np.allclose(back.calc.get_property("born_effective_charges", back), z)
+    assert np.allclose(back.calc.get_property("dielectric_tensor", back), eps)
+
+
+# --- model files --------------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path, quartz_perturbed, model64):
+    p = save_model(model64, tmp_path / "m.pt", metadata={"note": "test", "n": 3})
+    m2 = load_model(p)
+    assert m2.metadata == {"note": "test", "n": 3}
+    for name, v in predict(model64, [quartz_perturbed]).items():
+        assert np.array_equal(predict(m2, [quartz_perturbed])[name], v)
+    calc = ETGNNCalculator(str(p), dtype="float64")
+    assert calc.model.config == model64.config
+    with pytest.raises(TypeError, match="JSON"):
+        save_model(model64, tmp_path / "bad.pt", metadata={"x": object()})
+
+
+def test_corrupt_and_foreign_files_give_one_clear_error(tmp_path, model64):
+    good = save_model(model64, tmp_path / "good.pt")
+    raw = good.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.pt").write_text("hello")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    for name in ("trunc.pt", "text.pt", "other.pt"):
+        with pytest.raises(ModelFileError, match=name):
+            load_model(tmp_path / name)
+    payload = torch.load(good, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "newer.pt")
+    with pytest.raises(ModelFileError, match="newer"):
+        load_model(tmp_path / "newer.pt")
+    with pytest.raises(FileNotFoundError, match="shipped models"):
+        ETGNNCalculator("no_such_model.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_pickled_code_is_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "ase_etgnn-model", "evil": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED").exists()
