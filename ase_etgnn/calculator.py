@@ -11,7 +11,6 @@ several properties of unchanged atoms costs one pass.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -21,7 +20,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.data import chemical_symbols
 
-from .graph import Graph, atoms_to_graph, collate_graphs
+from .graph import Graph, atoms_to_graph, collate_graphs, prune_graph
 from .io import load_model
 from .model import ETGNN
 
@@ -144,7 +143,8 @@ class ETGNNCalculator(Calculator):
                              f"{list(self.model.species)}")
 
     def _get_graph(self, atoms) -> Graph:
-        """The cached graph with the current positions, or a fresh one (skin criterion, Verlet list)."""
+        """The graph at the current positions: the cached skin graph pruned to the cutoffs, rebuilt when
+        an atom moved more than ``skin / 2`` or numbers, cell or pbc changed (Verlet list)."""
         g = self._graph
         if g is not None and (
             len(g.numbers) == len(atoms)
@@ -156,13 +156,13 @@ class ETGNNCalculator(Calculator):
             if np.all(np.isfinite(pos)):
                 disp = np.linalg.norm(pos - self._graph_ref_positions, axis=1).max()
                 if disp <= 0.5 * self.skin:
-                    return dataclasses.replace(g, positions=pos.copy())
+                    return prune_graph(g, pos)
         cfg = self.model.config
         g = atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff, skin=self.skin)
         self._check_distances(atoms, g)
         self.n_graph_builds += 1
         self._graph, self._graph_ref_positions = g, atoms.positions.copy()
-        return g
+        return prune_graph(g, atoms.positions)
 
     @staticmethod
     def _check_distances(atoms, g: Graph) -> None:

@@ -14,6 +14,7 @@ Conventions (tested in ``tests/test_graph.py``):
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Sequence
 
@@ -27,6 +28,7 @@ __all__ = [
     "reverse_edge_index",
     "atoms_to_graph",
     "collate_graphs",
+    "prune_graph",
     "validate_structure",
 ]
 
@@ -45,7 +47,8 @@ class Graph:
         edge_reverse: [n_edges] index of the reverse edge.
         trip_in: [n_triplets] index of edge ``k -> j``.
         trip_out: [n_triplets] index of edge ``j -> i``.
-        cutoff, triplet_cutoff: radii used to build the graph (A), including any skin.
+        cutoff, triplet_cutoff: the model's radii, A.
+        skin: extra radius (A) the lists were built with; ``prune_graph`` drops what lies beyond.
     """
 
     numbers: np.ndarray
@@ -60,6 +63,7 @@ class Graph:
     trip_out: np.ndarray
     cutoff: float
     triplet_cutoff: float
+    skin: float = 0.0
 
     @property
     def n_atoms(self) -> int:
@@ -249,8 +253,36 @@ def atoms_to_graph(
         edge_reverse=reverse_edge_index(src, dst, shift),
         trip_in=trip_in,
         trip_out=trip_out,
-        cutoff=rc,
-        triplet_cutoff=rt,
+        cutoff=float(cutoff),
+        triplet_cutoff=tcut,
+        skin=float(skin),
+    )
+
+
+def prune_graph(graph: Graph, positions: np.ndarray) -> Graph:
+    """The graph at new ``positions`` (same cell), keeping only edges within ``cutoff`` and triplets
+    within ``triplet_cutoff`` of a graph built with a skin (Verlet-list reuse).
+
+    Edges and triplets keep their relative order, so the result equals ``atoms_to_graph`` at these
+    positions as long as no atom moved more than ``skin / 2`` since the graph was built.
+    """
+    positions = np.asarray(positions, dtype=float)
+    vec = positions[graph.edge_dst] - positions[graph.edge_src] + graph.edge_shift @ graph.cell  # [E, 3]
+    length = np.linalg.norm(vec, axis=1)  # [E]
+    keep = length < graph.cutoff  # [E]; the reverse edge has the same length, so pairs stay together
+    new_index = np.cumsum(keep) - 1  # [E]
+    short = length < graph.triplet_cutoff
+    tkeep = short[graph.trip_in] & short[graph.trip_out]  # [T]
+    return dataclasses.replace(
+        graph,
+        positions=positions.copy(),
+        edge_src=graph.edge_src[keep],
+        edge_dst=graph.edge_dst[keep],
+        edge_shift=graph.edge_shift[keep],
+        edge_reverse=new_index[graph.edge_reverse[keep]],
+        trip_in=new_index[graph.trip_in[tkeep]],
+        trip_out=new_index[graph.trip_out[tkeep]],
+        skin=0.0,
     )
 
 

@@ -99,3 +99,17 @@ def test_collate_offsets(quartz_perturbed):
     assert torch.equal(batch["edge_reverse"][a.n_edges:] - a.n_edges, torch.as_tensor(b.edge_reverse))
     assert torch.equal(batch["trip_in"][a.n_triplets:] - a.n_edges, torch.as_tensor(b.trip_in))
     assert batch["cell"].shape == (2, 3, 3) and batch["batch"].tolist() == [0] * n + [1] * b.n_atoms
+
+
+def test_prune_graph_equals_fresh_graph(quartz_perturbed):
+    from ase_etgnn.graph import prune_graph
+
+    skinned = atoms_to_graph(quartz_perturbed, 4.0, 3.0, skin=1.0)
+    fresh0 = atoms_to_graph(quartz_perturbed, 4.0, 3.0)
+    assert skinned.n_edges > fresh0.n_edges and skinned.n_triplets > fresh0.n_triplets
+    moved = quartz_perturbed.copy()
+    moved.positions += np.random.default_rng(0).normal(scale=0.15, size=moved.positions.shape)
+    assert np.linalg.norm(moved.positions - quartz_perturbed.positions, axis=1).max() < 0.5
+    pruned, fresh = prune_graph(skinned, moved.positions), atoms_to_graph(moved, 4.0, 3.0)
+    for name in ("edge_src", "edge_dst", "edge_shift", "edge_reverse", "trip_in", "trip_out", "positions"):
+        assert np.array_equal(getattr(pruned, name), getattr(fresh, name)), name
