@@ -71,8 +71,11 @@ class ETGNNCalculator(Calculator):
         dtype: ``"float32"`` (default) or ``"float64"`` (or the torch dtypes).
         forces: ``"direct"`` (Eq. 3, the forces head; default) or ``"conservative"`` (``-dE/dr`` of the
             energy head by autograd, plus stress for periodic cells).
-        symmetrize: project results onto the crystal's symmetry (spglib, ``ase_etgnn.symmetry``). On
-            structures without symmetry at ``symprec`` nothing changes. Default False.
+        symmetrize: project results onto the invariant subspace of the crystal's space group (spglib,
+            ``ase_etgnn.symmetry``; Neumann's principle exact on ideal crystals). Structures without
+            symmetry at ``symprec`` (MD snapshots) are returned unchanged; the symmetry is cached while
+            numbers, positions and cell are unchanged. The BEC sum rule is applied only if the model's
+            ``bec_asr`` is on. Default True.
         symprec: symmetry tolerance, A.
         skin: neighbour-list skin, A: the graph is reused while no atom moved more than ``skin / 2``.
     """
@@ -85,7 +88,7 @@ class ETGNNCalculator(Calculator):
         device: str = "auto",
         dtype: Union[str, torch.dtype, None] = None,
         forces: str = "direct",
-        symmetrize: bool = False,
+        symmetrize: bool = True,
         symprec: float = 1e-5,
         skin: float = 0.5,
         **kwargs,

@@ -227,3 +227,30 @@ def test_pickled_code_is_never_executed(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError):
         load_model(tmp_path / "evil.pt")
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_symmetrize_exact_on_ideal_crystal_and_no_op_on_snapshot():
+    from ase.io import read as aread
+
+    from ase_etgnn.symmetry import CrystalSymmetry
+    from conftest import DATA
+
+    quartz = aread(DATA.parent.parent / "data" / "seeds" / "alpha_quartz.extxyz")
+    model = small_model(dtype=torch.float32)
+    on = ETGNNCalculator(model, symmetrize=True)
+    off = ETGNNCalculator(model, symmetrize=False)
+    sym = CrystalSymmetry.from_atoms(quartz)
+    assert sym.spacegroup_number == 154
+    z_on = on.get_property("born_effective_charges", quartz)
+    eps_on = on.get_property("dielectric_tensor", quartz)
+    # exactly invariant: projecting again changes nothing, required zeros are exactly zero
+    again = sym.symmetrize({"born_effective_charges": z_on, "dielectric_tensor": eps_on}, asr=False)
+    assert np.abs(again["born_effective_charges"] - z_on).max() < 1e-12
+    assert max(abs(eps_on[0, 1]), abs(eps_on[0, 2]), abs(eps_on[1, 2])) < 1e-15
+    assert abs(eps_on[0, 0] - eps_on[1, 1]) < 1e-15
+    z_off = off.get_property("born_effective_charges", quartz)
+    assert np.abs(z_off - z_on).max() < 1e-4  # float32 noise only: the model is equivariant
+    snapshot = quartz.copy()
+    snapshot.rattle(0.02, seed=4)
+    for p in ("forces", "born_effective_charges", "dielectric_tensor"):
+        assert np.array_equal(on.get_property(p, snapshot), off.get_property(p, snapshot)), p
