@@ -1,0 +1,173 @@
+"""Command line interface: ``etgnn {train,evaluate,dataset,dfpt} ...``.
+
+From a folder of DFT outputs to a model file::
+
+    etgnn dataset import dft_runs/ -o data.h5
+    etgnn train examples/train_config.toml --set data=data.h5 --set output_dir=runs/sio2
+    etgnn evaluate runs/sio2/best.pt data.h5 --split runs/sio2/split.json:test --json metrics.json --plots plots/
+
+Multi-process training: ``torchrun --nproc_per_node=N -m ase_etgnn.cli train CONFIG``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_train_config, parse_overrides, train
+
+    over = parse_overrides(args.set or [])
+    for key in ("data", "output_dir", "epochs", "device"):
+        val = getattr(args, key, None)
+        if val is not None:
+            over[key] = val
+    config = load_train_config(args.config, over)
+    train(config, resume=args.resume)
+    return 0
+
+
+def _parse_split(spec: Optional[str]):
+    if not spec:
+        return None
+    path, _, name = spec.rpartition(":")
+    if not path:
+        path, name = spec, "test"
+    with open(path) as fh:
+        split = json.load(fh)
+    if name not in split:
+        raise ValueError(f"{path}: no split {name!r} (has {sorted(split)})")
+    return split[name]
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import load_model
+    from .evaluate import evaluate_model, parity_plots, write_json
+
+    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(args.model, device=device, dtype=dtype)
+    indices = _parse_split(args.split)
+    res = evaluate_model(model, args.data, indices=indices, batch_size=args.batch_size,
+                         conservative_forces=args.forces == "conservative")
+    res["model"] = args.model
+    if args.split:
+        res["split"] = args.split
+    if args.plots:
+        res["plots"] = parity_plots(res["_arrays"], args.plots, res["metrics"])
+    if args.json:
+        write_json(res, args.json)
+    print(f"{args.model} on {args.data}: {res['n_structures']} structures")
+    for name, m in res["metrics"].items():
+        if "mae" not in m:
+            continue
+        print(f"  {name:24s} n {m['n']:6d}  MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  Fnorm {m['fnorm']:.4g}  "
+              f"EwT25/10/5 {100 * m['ewt_25']:.1f}/{100 * m['ewt_10']:.1f}/{100 * m['ewt_5']:.1f} %  ({m['units']})")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .importers import import_files
+
+    rep = import_files(args.inputs, args.output, key_prefix=args.key_prefix,
+                       on_duplicate="error" if args.strict else "skip", require_targets=not args.keep_unlabelled)
+    print(f"{args.output}: added {rep.n_added} structures ({rep.n_duplicates} duplicates skipped, "
+          f"{rep.n_without_targets} without targets skipped) from {len(rep.files)} files")
+    for k, v in sorted(rep.per_target.items()):
+        print(f"  {k:24s} {v}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .data import dataset_summary
+
+    s = dataset_summary(args.data)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    aps = s["atoms_per_structure"]
+    print(f"{s['path']}: format version {s['format_version']}, {s['n_records']} structures, {s['n_atoms']} atoms "
+          f"({aps['min']}-{aps['max']} per structure)")
+    if s["n_incomplete_records"]:
+        print(f"  {s['n_incomplete_records']} incomplete records are ignored")
+    print("  structures per target:")
+    for k, v in s["per_target"].items():
+        print(f"    {k:24s} {v}")
+    print("  per element: atoms (structures):")
+    for k, v in s["per_element_atoms"].items():
+        print(f"    {k:4s} {v} ({s['per_element_structures'][k]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etgnn", description="ETGNN: tensor-property graph neural networks for ASE")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m ase_etgnn.cli train ... for DDP)")
+    p.add_argument("config", nargs="?", help="TOML or YAML training config (see examples/train_config.toml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set lr=1e-3 --set model.hidden=64 (repeatable)")
+    p.add_argument("--data", help="dataset file (overrides the config)")
+    p.add_argument("--output-dir", dest="output_dir", help="run directory (overrides the config)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 (overrides the config)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics (MAE, RMSE, Fnorm, EwT) and parity plots of a model on a dataset")
+    p.add_argument("model", help="model file (.pt)")
+    p.add_argument("data", help="HDF5 dataset")
+    p.add_argument("--split", help="evaluate a split only: SPLIT_JSON[:NAME] (NAME default: test)")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.add_argument("--plots", help="write parity plots (PNG) into this directory")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    p.add_argument("--forces", choices=["direct", "conservative"], default="direct")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("dataset", help="create and inspect HDF5 datasets")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="{import,info}")
+    dsub.required = True
+    q = dsub.add_parser("import", help="import extxyz/traj/vasprun.xml/QE outputs (files or directories)")
+    q.add_argument("inputs", nargs="+", help="files or directories (walked recursively)")
+    q.add_argument("-o", "--output", required=True, help="HDF5 dataset to create or append to")
+    q.add_argument("--key-prefix", default="", help="prefix of target names in atoms.info/arrays (e.g. REF_)")
+    q.add_argument("--strict", action="store_true", help="fail on duplicate records instead of skipping them")
+    q.add_argument("--keep-unlabelled", action="store_true", help=argparse.SUPPRESS)
+    q.set_defaults(func=_cmd_import)
+    q = dsub.add_parser("info", help="counts per target and per element")
+    q.add_argument("data")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_cmd_info)
+
+    try:
+        from .dfpt import register_cli
+    except ImportError:
+        register_cli = None
+    if register_cli is not None:
+        register_cli(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"etgnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

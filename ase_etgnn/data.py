@@ -1,0 +1,637 @@
+"""HDF5 datasets of structures with (partial) DFT labels, and a torch ``Dataset`` over them.
+
+File layout (format version 1, documented in ``docs/dataset_format.md``)::
+
+    /                       attrs: format="ase_etgnn-dataset", format_version=1, units=<JSON>,
+                                   next_id=<int>
+    /records/r00000000/     attrs: key=<str>, provenance=<JSON str>, n_atoms=<int>, complete=True
+        numbers    (N,)   int32
+        positions  (N,3)  float64  Angstrom
+        cell       (3,3)  float64  Angstrom
+        pbc        (3,)   bool
+        targets/<name>    float64  registry units (``ase_etgnn.properties``); absent = missing
+
+Writes are crash-safe: :func:`append_record` takes an exclusive ``fcntl.flock`` on ``path + ".lock"``,
+copies the file to a temporary file in the same directory, appends there, flushes, fsyncs and
+``os.replace``-s it over the original (an atomic rename on POSIX).  A reader therefore sees either the
+old or the new file, never a half-written record, and a crash can never damage earlier records.  The
+``complete`` attribute is written last inside a record; readers ignore records without it.
+
+Readers never keep an HDF5 handle in the parent process: :class:`ETGNNDataset` opens the file lazily in
+each process (DataLoader worker) that reads from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from .properties import PROPERTIES, get_property_spec
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "DatasetFormatError",
+    "append_record",
+    "append_records",
+    "record_keys",
+    "read_record",
+    "iter_records",
+    "count_records",
+    "dataset_summary",
+    "validate_targets",
+    "ETGNNDataset",
+    "Batch",
+    "collate_batch",
+]
+
+FORMAT_NAME = "ase_etgnn-dataset"
+FORMAT_VERSION = 1
+_RECORDS = "records"
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is missing, not HDF5, not an ase_etgnn dataset or has an invalid record."""
+
+
+# ----------------------------------------------------------------------------------------- validation
+def _as_float_array(value: Any, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{where}: cannot convert to an array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{where}: expected real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)  # lossless for float16/32/64 and ints < 2**53
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))
+        raise ValueError(f"{where}: contains NaN or inf at index {tuple(bad[0])} ({len(bad)} bad values)")
+    return arr
+
+
+def validate_targets(targets: Mapping[str, Any], n_atoms: int, where: str = "targets") -> Dict[str, np.ndarray]:
+    """Check names, shapes and finiteness of ``targets``; return float64 copies (values unchanged).
+
+    Raises ``ValueError`` naming ``where`` and the offending target.
+    """
+    out: Dict[str, np.ndarray] = {}
+    for name, value in targets.items():
+        if name not in PROPERTIES:
+            raise ValueError(f"{where}: unknown target {name!r}; known targets: {sorted(PROPERTIES)}")
+        spec = PROPERTIES[name]
+        arr = _as_float_array(value, f"{where}: target {name!r}")
+        expected = spec.shape(n_atoms)
+        if arr.shape != expected:
+            raise ValueError(
+                f"{where}: target {name!r} has shape {arr.shape}, expected {expected} ({spec.units}"
+                + (f", {n_atoms} atoms" if spec.per_atom else "") + ")"
+            )
+        out[name] = arr
+    return out
+
+
+def _validate_atoms(atoms, where: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    numbers = np.asarray(atoms.get_atomic_numbers())
+    if numbers.ndim != 1 or len(numbers) == 0:
+        raise ValueError(f"{where}: structure has no atoms")
+    if np.any(numbers <= 0) or np.any(numbers > 118):
+        raise ValueError(f"{where}: invalid atomic numbers {sorted(set(numbers.tolist()))}")
+    positions = _as_float_array(atoms.get_positions(), f"{where}: positions")
+    cell = _as_float_array(np.asarray(atoms.get_cell()), f"{where}: cell")
+    pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+    if pbc.all() and abs(np.linalg.det(cell)) < 1e-12:
+        raise ValueError(f"{where}: periodic structure with a singular cell")
+    return numbers.astype(np.int32), positions, cell, pbc
+
+
+def _content_key(numbers, positions, cell, pbc, targets: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha1()
+    for arr in (numbers, positions, cell, pbc):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    for name in sorted(targets):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(targets[name]).tobytes())
+    return "sha1:" + h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ file open
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def _open_read(path: str):
+    """Open ``path`` read-only and check that it is an ase_etgnn dataset of a supported version."""
+    h5py = _h5py()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"dataset file {path!r} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:
+        raise DatasetFormatError(
+            f"{path}: cannot be opened as HDF5 (corrupt, truncated or not an HDF5 file): {exc}"
+        ) from None
+    try:
+        _check_header(f, path)
+    except Exception:
+        f.close()
+        raise
+    return f
+
+
+def _check_header(f, path: str) -> None:
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT_NAME:
+        raise DatasetFormatError(f"{path}: HDF5 file is not an ase_etgnn dataset (format attribute {fmt!r})")
+    version = int(f.attrs.get("format_version", -1))
+    if version > FORMAT_VERSION or version < 1:
+        raise DatasetFormatError(
+            f"{path}: dataset format version {version} is not supported (this reader: <= {FORMAT_VERSION})"
+        )
+    if _RECORDS not in f:
+        raise DatasetFormatError(f"{path}: missing '/{_RECORDS}' group")
+
+
+def _complete_names(f) -> List[str]:
+    """Names of complete records, in append order."""
+    grp = f[_RECORDS]
+    names = [n for n in grp.keys() if bool(grp[n].attrs.get("complete", False))]
+    names.sort()
+    return names
+
+
+def _attr_str(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _init_file(f) -> None:
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["units"] = json.dumps(
+        {"positions": "Angstrom", "cell": "Angstrom", **{n: s.units for n, s in PROPERTIES.items()}}
+    )
+    f.attrs["next_id"] = 0
+    f.create_group(_RECORDS)
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    lock_path = path + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    targets: Dict[str, np.ndarray]
+    provenance: str
+    key: str
+
+
+def _prepare(atoms, targets: Mapping[str, Any], provenance: Optional[Mapping[str, Any]], key: Optional[str],
+             where: str) -> _Prepared:
+    numbers, positions, cell, pbc = _validate_atoms(atoms, where)
+    tgt = validate_targets(targets, len(numbers), where)
+    try:
+        prov = json.dumps(dict(provenance) if provenance is not None else {}, sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: provenance is not JSON-serialisable: {exc}") from None
+    if key is None:
+        key = _content_key(numbers, positions, cell, pbc, tgt)
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{where}: key must be a non-empty string, got {key!r}")
+    return _Prepared(numbers, positions, cell, pbc, tgt, prov, key)
+
+
+def _write_record(f, rec: _Prepared) -> str:
+    next_id = int(f.attrs.get("next_id", 0))
+    grp_all = f[_RECORDS]
+    # never reuse a name (also skips names of incomplete leftovers)
+    while f"r{next_id:08d}" in grp_all:
+        next_id += 1
+    name = f"r{next_id:08d}"
+    g = grp_all.create_group(name)
+    g.create_dataset("numbers", data=rec.numbers)
+    g.create_dataset("positions", data=rec.positions)
+    g.create_dataset("cell", data=rec.cell)
+    g.create_dataset("pbc", data=rec.pbc)
+    tg = g.create_group("targets")
+    for tname, arr in rec.targets.items():
+        ds = tg.create_dataset(tname, data=arr)
+        ds.attrs["units"] = PROPERTIES[tname].units
+    g.attrs["key"] = rec.key
+    g.attrs["provenance"] = rec.provenance
+    g.attrs["n_atoms"] = int(len(rec.numbers))
+    g.attrs["complete"] = True  # completion marker: written last
+    f.attrs["next_id"] = next_id + 1
+    return name
+
+
+def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[Mapping[str, Any]], Optional[str]]],
+                   on_duplicate: str = "error") -> List[int]:
+    """Append several ``(atoms, targets, provenance, key)`` records in ONE atomic transaction.
+
+    All records are validated before anything is written; either all are appended or none.
+    ``on_duplicate``: ``"error"`` (raise ``ValueError`` on a key already present) or ``"skip"``.
+    Returns the indices (positions among complete records) of the appended records (skipped: none).
+    """
+    if on_duplicate not in ("error", "skip"):
+        raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
+    path = os.path.abspath(os.fspath(path))
+    prepared = [
+        _prepare(atoms, targets, prov, key, f"{path}: new record " + (repr(key) if key else f"#{i}"))
+        for i, (atoms, targets, prov, key) in enumerate(items)
+    ]
+    h5py = _h5py()
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    with _locked(path):
+        base = os.path.basename(path)
+        for stale in glob.glob(os.path.join(directory, f".{base}.*.tmp")):  # left by a crashed writer
+            with contextlib.suppress(OSError):
+                os.remove(stale)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        try:
+            if os.path.exists(path):
+                _open_read(path).close()  # refuse to append to a corrupt / foreign file
+                shutil.copyfile(path, tmp)
+                f = h5py.File(tmp, "r+")
+            else:
+                f = h5py.File(tmp, "w", libver=("v110", "latest"))
+                _init_file(f)
+            indices: List[int] = []
+            with f:
+                names = _complete_names(f)
+                keys = {_attr_str(f[_RECORDS][n].attrs["key"]) for n in names}
+                n_complete = len(names)
+                for rec in prepared:
+                    if rec.key in keys:
+                        if on_duplicate == "skip":
+                            continue
+                        raise ValueError(f"{path}: a record with key {rec.key!r} already exists")
+                    _write_record(f, rec)
+                    keys.add(rec.key)
+                    indices.append(n_complete)
+                    n_complete += 1
+                f.flush()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            if os.path.exists(path):
+                shutil.copymode(path, tmp)
+            else:
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            _fsync_dir(directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+    return indices
+
+
+def append_record(path, atoms, targets: Mapping[str, Any], provenance: Optional[Mapping[str, Any]] = None,
+                  key: Optional[str] = None) -> int:
+    """Append one structure and its targets to the HDF5 dataset ``path`` (created if missing).
+
+    Args:
+        path: dataset file.
+        atoms: ``ase.Atoms`` (numbers, positions, cell, pbc are stored).
+        targets: any subset of the registry properties, in registry units and shapes
+            (``energy`` scalar eV, ``forces`` (N,3) eV/A, ``stress`` (3,3) eV/A^3 ASE sign,
+            ``born_effective_charges`` (N,3,3) e, ``dielectric_tensor`` (3,3),
+            ``piezoelectric_tensor`` (3,3,3) C/m^2).  Values are stored as float64, unchanged.
+        provenance: JSON-serialisable dict (code, inputs, parameters, ...).
+        key: unique record key (default: SHA1 of structure + targets).  A duplicate raises ``ValueError``.
+
+    Returns:
+        index of the new record (position among complete records, usable with :func:`read_record`).
+
+    Crash-safe and process-safe (``fcntl.flock`` on ``path + ".lock"``, copy + atomic ``os.replace``).
+    """
+    return append_records(path, [(atoms, targets, provenance, key)])[0]
+
+
+# -------------------------------------------------------------------------------------------- reading
+def count_records(path) -> int:
+    """Number of complete records in ``path``."""
+    with _open_read(path) as f:
+        return len(_complete_names(f))
+
+
+def record_keys(path) -> Set[str]:
+    """Keys of the complete records in ``path`` (empty set when the file does not exist)."""
+    if not os.path.exists(os.fspath(path)):
+        return set()
+    with _open_read(path) as f:
+        grp = f[_RECORDS]
+        return {_attr_str(grp[n].attrs["key"]) for n in _complete_names(f)}
+
+
+def _read_group(g, path: str, name: str, properties: Optional[Sequence[str]] = None):
+    from ase import Atoms
+
+    where = f"{path}: record {name!r}"
+    try:
+        numbers = np.asarray(g["numbers"][()], dtype=np.int64)
+        positions = np.asarray(g["positions"][()], dtype=np.float64)
+        cell = np.asarray(g["cell"][()], dtype=np.float64)
+        pbc = np.asarray(g["pbc"][()], dtype=bool)
+        targets: Dict[str, np.ndarray] = {}
+        tg = g["targets"] if "targets" in g else {}
+        for tname in tg.keys():
+            if properties is not None and tname not in properties:
+                continue
+            targets[tname] = np.asarray(tg[tname][()], dtype=np.float64)
+        prov_raw = g.attrs.get("provenance", "{}")
+        provenance = json.loads(_attr_str(prov_raw))
+        key = _attr_str(g.attrs["key"])
+    except DatasetFormatError:
+        raise
+    except Exception as exc:
+        raise DatasetFormatError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
+    n = len(numbers)
+    if positions.shape != (n, 3) or cell.shape != (3, 3) or pbc.shape != (3,):
+        raise DatasetFormatError(f"{where}: inconsistent structure arrays")
+    try:
+        targets = validate_targets(targets, n, where)
+    except ValueError as exc:
+        raise DatasetFormatError(str(exc)) from None
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+    provenance = dict(provenance)
+    provenance.setdefault("key", key)
+    return atoms, targets, provenance
+
+
+def read_record(path, index: int) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Any]]:
+    """Return ``(atoms, targets, provenance)`` of the complete record number ``index``.
+
+    ``provenance`` additionally carries the record ``key`` (under ``"key"`` unless the provenance
+    already had one).  Negative indices count from the end.
+    """
+    path = os.fspath(path)
+    with _open_read(path) as f:
+        names = _complete_names(f)
+        if not -len(names) <= index < len(names):
+            raise IndexError(f"{path}: record index {index} out of range ({len(names)} records)")
+        name = names[index]
+        return _read_group(f[_RECORDS][name], path, name)
+
+
+def iter_records(path, properties: Optional[Sequence[str]] = None):
+    """Yield ``(atoms, targets, provenance)`` for every complete record (one open handle)."""
+    path = os.fspath(path)
+    with _open_read(path) as f:
+        for name in _complete_names(f):
+            yield _read_group(f[_RECORDS][name], path, name, properties)
+
+
+def dataset_summary(path) -> Dict[str, Any]:
+    """Counts for ``etgnn dataset info``: records, atoms, per-target and per-element counts."""
+    from ase.data import chemical_symbols
+
+    path = os.fspath(path)
+    per_target: Dict[str, int] = {n: 0 for n in PROPERTIES}
+    per_element_atoms: Dict[str, int] = {}
+    per_element_structures: Dict[str, int] = {}
+    n_atoms_total = 0
+    sizes: List[int] = []
+    with _open_read(path) as f:
+        grp = f[_RECORDS]
+        names = _complete_names(f)
+        n_incomplete = len(grp) - len(names)
+        for name in names:
+            g = grp[name]
+            numbers = np.asarray(g["numbers"][()])
+            sizes.append(len(numbers))
+            n_atoms_total += len(numbers)
+            uniq, counts = np.unique(numbers, return_counts=True)
+            for z, c in zip(uniq.tolist(), counts.tolist()):
+                sym = chemical_symbols[z]
+                per_element_atoms[sym] = per_element_atoms.get(sym, 0) + int(c)
+                per_element_structures[sym] = per_element_structures.get(sym, 0) + 1
+            if "targets" in g:
+                for t in g["targets"].keys():
+                    per_target[t] = per_target.get(t, 0) + 1
+        version = int(f.attrs["format_version"])
+    return {
+        "path": path,
+        "format_version": version,
+        "n_records": len(names),
+        "n_incomplete_records": n_incomplete,
+        "n_atoms": n_atoms_total,
+        "atoms_per_structure": {"min": min(sizes, default=0), "max": max(sizes, default=0),
+                                "mean": float(np.mean(sizes)) if sizes else 0.0},
+        "per_target": {k: v for k, v in per_target.items() if v},
+        "per_element_atoms": dict(sorted(per_element_atoms.items())),
+        "per_element_structures": dict(sorted(per_element_structures.items())),
+    }
+
+
+# ----------------------------------------------------------------------------------- torch dataset
+class ETGNNDataset:
+    """Torch ``Dataset`` over an HDF5 file: item ``i`` is a dict
+    ``{"graph": atoms_to_graph(atoms), "targets": {name: float64 ndarray}, "n_atoms": int,
+    "index": int, "key": str}``; missing targets are simply absent (masked at collation).
+
+    The HDF5 file is opened lazily, once per process (safe with ``DataLoader(num_workers>0)``), never in
+    ``__init__``.  The set of records is fixed at construction (records appended later are not seen).
+
+    Args:
+        path: dataset file.
+        cutoff, triplet_cutoff: graph cutoffs (Angstrom), as in the model config.
+        properties: targets to load (default: all registry properties present).
+        indices: optional subset of record indices (e.g. a train split).
+        cache_graphs: keep built graphs in memory (per process) to avoid rebuilding every epoch.
+        graph_fn: override of ``ase_etgnn.graph.atoms_to_graph`` (testing).
+    """
+
+    def __init__(self, path, cutoff: float, triplet_cutoff: Optional[float] = None,
+                 properties: Optional[Sequence[str]] = None, indices: Optional[Sequence[int]] = None,
+                 cache_graphs: bool = True, graph_fn: Optional[Callable[..., Any]] = None):
+        self.path = os.path.abspath(os.fspath(path))
+        self.cutoff = float(cutoff)
+        self.triplet_cutoff = None if triplet_cutoff is None else float(triplet_cutoff)
+        if properties is not None:
+            for p in properties:
+                get_property_spec(p)
+        self.properties = None if properties is None else tuple(properties)
+        with _open_read(self.path) as f:
+            names = _complete_names(f)
+        if indices is not None:
+            try:
+                names = [names[int(i)] for i in indices]
+            except IndexError:
+                raise IndexError(f"{self.path}: an index in `indices` is out of range ({len(names)} records)") from None
+        self._names: Tuple[str, ...] = tuple(names)
+        self.cache_graphs = bool(cache_graphs)
+        self._graph_fn = graph_fn
+        self._file = None
+        self._pid: Optional[int] = None
+        self._cache: Dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        state["_cache"] = {}
+        return state
+
+    def _handle(self):
+        pid = os.getpid()
+        if self._file is None or self._pid != pid:
+            self._file = _open_read(self.path)
+            self._pid = pid
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                self._file.close()
+        self._file = None
+
+    def __del__(self):  # pragma: no cover - best effort
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _build_graph(self, atoms):
+        fn = self._graph_fn
+        if fn is None:
+            from .graph import atoms_to_graph as fn  # late import: graph.py is optional at import time
+        return fn(atoms, cutoff=self.cutoff, triplet_cutoff=self.triplet_cutoff)
+
+    def get_atoms_targets(self, i: int):
+        """``(atoms, targets, provenance)`` of item ``i`` (no graph)."""
+        name = self._names[i]
+        return _read_group(self._handle()[_RECORDS][name], self.path, name, self.properties)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        atoms, targets, prov = self.get_atoms_targets(i)
+        if self.cache_graphs and i in self._cache:
+            graph = self._cache[i]
+        else:
+            graph = self._build_graph(atoms)
+            if self.cache_graphs:
+                self._cache[i] = graph
+        return {"graph": graph, "targets": targets, "n_atoms": len(atoms), "index": i, "key": prov.get("key")}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A collated mini-batch.
+
+    Attributes:
+        graph: ``collate_graphs(...)`` output (model input).
+        targets: ``{name: tensor}``; per-atom properties ``[N_total, ...]`` (atoms concatenated in batch
+            order), per-structure ``[B, ...]``.  Entries where the target is missing are 0 and masked.
+        masks: ``{name: bool tensor}`` ``[N_total]`` or ``[B]``: True where the target is present.
+        n_atoms: ``[B]`` long tensor of atoms per structure.
+        indices: dataset indices of the structures.
+    """
+
+    graph: Any
+    targets: Dict[str, Any]
+    masks: Dict[str, Any]
+    n_atoms: Any
+    indices: Tuple[int, ...] = field(default_factory=tuple)
+
+    def to(self, device) -> "Batch":
+        import torch
+
+        def mv(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device)
+            if isinstance(x, dict):
+                return {k: mv(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return type(x)(mv(v) for v in x)
+            return x
+
+        return Batch(mv(self.graph), mv(self.targets), mv(self.masks), mv(self.n_atoms), self.indices)
+
+
+def collate_batch(items: Sequence[Mapping[str, Any]], dtype=None, device=None,
+                  properties: Optional[Sequence[str]] = None, collate_fn: Optional[Callable[..., Any]] = None) -> Batch:
+    """Collate :class:`ETGNNDataset` items into a :class:`Batch` (targets + masks alongside the graph).
+
+    ``properties`` fixes which target keys appear (default: union over the items); a property absent
+    from every item still gets an all-False mask so that batches have a stable structure.
+    """
+    import torch
+
+    if dtype is None:
+        dtype = torch.float32
+    if collate_fn is None:
+        from .graph import collate_graphs as collate_fn
+    graph = collate_fn([it["graph"] for it in items], dtype=dtype, device=device)
+    n_atoms = [int(it["n_atoms"]) for it in items]
+    n_total = sum(n_atoms)
+    names = list(properties) if properties is not None else sorted({k for it in items for k in it["targets"]})
+    targets: Dict[str, torch.Tensor] = {}
+    masks: Dict[str, torch.Tensor] = {}
+    for name in names:
+        spec = get_property_spec(name)
+        cart = (3,) * spec.rank
+        if spec.per_atom:
+            val = np.zeros((n_total,) + cart)
+            mask = np.zeros(n_total, dtype=bool)
+            start = 0
+            for it, n in zip(items, n_atoms):
+                if name in it["targets"]:
+                    val[start:start + n] = it["targets"][name]
+                    mask[start:start + n] = True
+                start += n
+        else:
+            val = np.zeros((len(items),) + cart)
+            mask = np.zeros(len(items), dtype=bool)
+            for b, it in enumerate(items):
+                if name in it["targets"]:
+                    val[b] = it["targets"][name]
+                    mask[b] = True
+        targets[name] = torch.as_tensor(val, dtype=dtype, device=device)
+        masks[name] = torch.as_tensor(mask, device=device)
+    return Batch(graph, targets, masks, torch.as_tensor(n_atoms, dtype=torch.long, device=device),
+                 tuple(int(it.get("index", -1)) for it in items))

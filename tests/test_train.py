@@ -1,0 +1,229 @@
+"""Training pipeline: configs, normalisation, loss, exact resume, 2-process DDP, learnability, evaluate CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from ase_etgnn.data import append_records
+from ase_etgnn.train import (TrainConfig, compute_normalization, euclidean_loss, load_train_config,
+                             parse_overrides, train)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(cutoff=4.0, triplet_cutoff=3.0, hidden=16, triplet_hidden=16, n_blocks=1, int_emb=8, basis_emb=4,
+            out_emb=16, n_radial=4, n_spherical=3, n_sbf_radial=3)
+HEADS = ("forces", "born_effective_charges", "dielectric_tensor")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny graphs train far faster single-threaded on a shared 2-core machine; restored afterwards."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _structures(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = Atoms("SiO2", cell=np.eye(3) * 3.2 + rng.normal(0, 0.05, (3, 3)), pbc=True,
+                  scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.1], [0.2, 0.6, 0.55]])
+        a.positions += rng.normal(0, 0.1, a.positions.shape)
+        out.append(a)
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher_data(tmp_path_factory):
+    """14 three-atom SiO2 cells labelled by a random 'teacher' ETGNN (seed 123)."""
+    from ase_etgnn import build_model
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    hyper = dict(TINY)
+    cutoff = hyper.pop("cutoff")
+    teacher = build_model(["O", "Si"], heads=HEADS, cutoff=cutoff, seed=123, dtype=torch.float64, **hyper)
+    teacher.set_normalization("born_effective_charges", 1.0, [-1.0, 2.0])
+    teacher.set_normalization("dielectric_tensor", 1.0, 3.0)
+    items = []
+    for a in _structures(14, 0):
+        b = collate_graphs([atoms_to_graph(a, cutoff, hyper["triplet_cutoff"])], dtype=torch.float64)
+        with torch.no_grad():
+            o = teacher(b)
+        t = {"forces": o["forces"].numpy(), "born_effective_charges": o["born_effective_charges"].numpy(),
+             "dielectric_tensor": o["dielectric_tensor"].numpy()[0]}
+        items.append((a, t, {"teacher_seed": 123}, None))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.h5"
+    append_records(path, items)
+    return path
+
+
+def _config(data, out, **over) -> TrainConfig:
+    kw = dict(data=str(data), output_dir=str(out), model=dict(TINY), dtype="float64", batch_size=4, epochs=4,
+              progress=False)
+    kw.update(over)
+    return TrainConfig(**kw)
+
+
+# --------------------------------------------------------------------------------------------- config
+def test_config_files_overrides_and_errors(tmp_path):
+    (tmp_path / "c.toml").write_text('data = "d.h5"\nlr = 1e-3\n[model]\nhidden = 32\n[loss_weights]\nforces = 2\n')
+    (tmp_path / "c.yaml").write_text("data: d.h5\nlr: 0.001\nmodel:\n  hidden: 32\nloss_weights:\n  forces: 2\n")
+    over = parse_overrides(["model.n_blocks=2", "split=[0.8, 0.1, 0.1]", "heads=['forces']", "grad_clip=none",
+                            "device=cpu", "lr=5e-4"])
+    assert over == {"model": {"n_blocks": 2}, "split": [0.8, 0.1, 0.1], "heads": ["forces"], "grad_clip": None,
+                    "device": "cpu", "lr": 5e-4}
+    for name in ("c.toml", "c.yaml"):
+        c = load_train_config(str(tmp_path / name), over)
+        assert c.model == {"hidden": 32, "n_blocks": 2} and c.loss_weights == {"forces": 2.0}
+        assert c.split == (0.8, 0.1, 0.1) and c.heads == ("forces",) and c.lr == 5e-4 and c.device == "cpu"
+        assert c.batch_size == 40 and c.lr_factor == 0.5  # paper defaults (Table S2, SiO2)
+    with pytest.raises(ValueError, match="unknown training config keys.*'lrate'"):
+        load_train_config(str(tmp_path / "c.toml"), {"lrate": 1})
+    with pytest.raises(ValueError, match="split must be"):
+        TrainConfig(data="d.h5", split=(0.5, 0.2, 0.2))
+    with pytest.raises(ValueError, match="unknown property 'bec'"):
+        TrainConfig(data="d.h5", loss_weights={"bec": 1.0})
+    with pytest.raises(ValueError, match="needs forces_mode"):
+        TrainConfig(data="d.h5", loss_weights={"stress": 1.0})
+    with pytest.raises(Exception):
+        TrainConfig(data="d.h5").lr = 1.0  # frozen
+    cfg = load_train_config(str(ROOT / "examples" / "train_config.toml"))
+    assert cfg.lr == 5e-4 and cfg.batch_size == 40 and cfg.model["cutoff"] == 6.0
+
+
+# ------------------------------------------------------------------------------------ normalisation
+def test_compute_normalization():
+    rng = np.random.default_rng(0)
+    species = ("O", "Si")
+    numbers, targets = [], []
+    for k in range(1, 6):
+        num = np.array([14] * k + [8] * (2 * k + k % 2))
+        n = len(num)
+        e = -5.0 * k - 3.0 * (2 * k + k % 2) + 0.001 * rng.normal() * n
+        z = np.zeros((n, 3, 3))
+        z[num == 14] = 3.0 * np.eye(3)
+        z[num == 8] = -1.5 * np.eye(3) + 0.2
+        targets.append({"energy": np.array(e), "forces": rng.normal(size=(n, 3)) * 2.0,
+                        "born_effective_charges": z, "dielectric_tensor": np.diag([2.0, 2.0, 2.3])})
+        numbers.append(num)
+    norm = compute_normalization(numbers, targets, species, ("energy", "forces", "born_effective_charges",
+                                                              "dielectric_tensor"))
+    np.testing.assert_allclose(norm["energy"]["reference"], [-3.0, -5.0], atol=0.05)
+    assert 0 < norm["energy"]["scale"] < 0.01
+    assert norm["forces"]["scale"] == pytest.approx(
+        np.sqrt(np.mean(np.concatenate([t["forces"].ravel() for t in targets]) ** 2)))
+    np.testing.assert_allclose(norm["born_effective_charges"]["reference"], [-1.5 + 0.2, 3.0])
+    assert norm["dielectric_tensor"]["reference"] == pytest.approx(2.1)
+    assert norm["dielectric_tensor"]["scale"] == pytest.approx(np.std(np.diag([2.0, 2.0, 2.3]) - 2.1 * np.eye(3)))
+
+
+def test_euclidean_loss_masked_invariant_and_finite_gradient():
+    rng = np.random.default_rng(1)
+    pred = torch.tensor(rng.normal(size=(4, 3, 3)), requires_grad=True)
+    target = pred.detach().clone()
+    target[1] += torch.tensor(rng.normal(size=(3, 3)))
+    target[3] += 100.0  # masked out
+    mask = torch.tensor([True, True, True, False])
+    loss, total, count = euclidean_loss(pred, target, mask)
+    assert int(count) == 3
+    assert float(loss.detach()) == pytest.approx(float(torch.linalg.norm(pred.detach()[1] - target[1])) / 3)  # not squared
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and float(pred.grad[[0, 2, 3]].abs().sum()) == 0.0
+    q = torch.linalg.qr(torch.tensor(rng.normal(size=(3, 3))))[0]
+    rot = lambda t: torch.einsum("ia,jb,nab->nij", q, q, t)  # noqa: E731
+    loss_r, _, _ = euclidean_loss(rot(pred.detach()), rot(target), mask)
+    assert float(loss_r) == pytest.approx(float(loss.detach()))
+    e_loss, _, _ = euclidean_loss(torch.tensor([2.0, 8.0]), torch.tensor([0.0, 0.0]), torch.tensor([True, True]),
+                                  n_atoms=torch.tensor([2, 4]))
+    assert float(e_loss) == pytest.approx(1.5)  # energy per atom
+
+
+# ------------------------------------------------------------------------------------ resume + export
+def test_resume_continues_exactly_and_exports_best(teacher_data, tmp_path):
+    from ase_etgnn import load_model
+
+    full = train(_config(teacher_data, tmp_path / "full", epochs=4))
+    train(_config(teacher_data, tmp_path / "split", epochs=2))
+    resumed = train(_config(teacher_data, tmp_path / "split", epochs=4), resume=True)
+    log_a = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log_a] == [0, 1, 2, 3, 4] == [r["epoch"] for r in log_b]
+    for ra, rb in zip(log_a, log_b):
+        assert ra["train_loss"] == rb["train_loss"] and ra["val_loss"] == rb["val_loss"]  # bit-identical
+        assert ra["val_mae"] == rb["val_mae"] and ra["lr"] == rb["lr"]
+    assert [r["train_loss"] for r in full.history[1:]] == [r["train_loss"] for r in resumed.history[1:]]
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ca["epoch"] == cb["epoch"] == 4
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    with pytest.raises(ValueError, match="settings differ.*lr"):
+        train(_config(teacher_data, tmp_path / "split", epochs=5, lr=1e-3), resume=True)
+    model = load_model(full.best_path)
+    meta = model.metadata
+    assert meta["epoch"] == full.best_epoch and meta["train_config"]["lr"] == 5e-4
+    assert set(meta["normalization"]) == set(HEADS) and model.heads == HEADS and model.species == ("O", "Si")
+    assert float(model.heads_["born_effective_charges"].scale) == pytest.approx(
+        meta["normalization"]["born_effective_charges"]["scale"])
+    split = json.loads((tmp_path / "full" / "split.json").read_text())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [8, 3, 3]
+
+
+# --------------------------------------------------------------------------------------- evaluate CLI
+def test_evaluate_cli_json_and_plots(teacher_data, tmp_path):
+    from ase_etgnn.cli import main
+
+    res = train(_config(teacher_data, tmp_path / "run", epochs=1))
+    out = tmp_path / "metrics.json"
+    rc = main(["evaluate", res.best_path, str(teacher_data), "--split", str(tmp_path / "run" / "split.json") + ":test",
+               "--json", str(out), "--plots", str(tmp_path / "plots"), "--device", "cpu"])
+    assert rc == 0
+    m = json.loads(out.read_text())
+    assert m["n_structures"] == 3
+    for h in HEADS:
+        for key in ("mae", "rmse", "per_component_mae", "fnorm", "ewt_25", "ewt_10", "ewt_5"):
+            assert key in m["metrics"][h], (h, key)
+    assert m["metrics"]["born_effective_charges"]["n"] == 9 and m["metrics"]["dielectric_tensor"]["n"] == 3
+    assert "fnorm_crystal_system_mean" in m["metrics"]["dielectric_tensor"]
+    assert m["metrics"]["dielectric_tensor"]["symmetry"]["all"]["n"] == 3  # GMTNet success rates
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [f"parity_{h}.png" for h in sorted(HEADS)]
+
+
+# ------------------------------------------------------------------------------------------- DDP run
+def test_torchrun_two_process_gloo(teacher_data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cfg = tmp_path / "c.toml"
+    model = "\n".join(f"{k} = {v}" for k, v in TINY.items())
+    cfg.write_text(f'data = "{teacher_data}"\noutput_dir = "{tmp_path / "ddp"}"\ndtype = "float64"\n'
+                   f"batch_size = 2\nepochs = 2\ndevice = \"cpu\"\n[model]\n{model}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "ase_etgnn.cli", "train", str(cfg)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_agree"] is True and summary["epochs_run"] == 2
+    log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2] and all(np.isfinite(r["val_loss"]) for r in log)
+    assert (tmp_path / "ddp" / "best.pt").exists()
+    assert "world size 2" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- learnability
+def test_student_learns_teacher(teacher_data, tmp_path):
+    """A student (different seed) fitted to a random teacher's labels: validation MAE drops > 5x."""
+    res = train(_config(teacher_data, tmp_path / "student", seed=7, lr=5e-3, epochs=100, split=(0.72, 0.28, 0.0),
+                        early_stopping_patience=0, lr_patience=5))
+    start = res.history[0]["val_mae"]
+    best = min(res.history[1:], key=lambda r: r["val_loss"])["val_mae"]
+    assert len(res.history) == 101
+    for h in ("forces", "born_effective_charges"):
+        assert best[h] < start[h] / 5, (h, start[h], best[h])
