@@ -35,6 +35,15 @@ def predict(model, atoms_list, dtype=torch.float64):
     return {k: v.numpy() for k, v in out.items()}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread (and CI has 2 cores); restored after the session."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def quartz_perturbed():
     """The perturbed 9-atom alpha-quartz cell of the QE worked example (no symmetry)."""
