@@ -31,15 +31,9 @@ try:  # ASE >= 3.29
 except ImportError:  # pragma: no cover - older ASE
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
+from ase_etgnn.dfpt import alpha_quartz  # the seed of the SiO2 data set
 from ase_etgnn.spectra import DielectricRecorder, ir_spectrum_from_md, raman_spectra_from_md
 
-
-def alpha_quartz():
-    """9-atom alpha-quartz (P3_221; see examples/quartz_ir_raman.py for the coordinates)."""
-    from ase.spacegroup import crystal
-
-    return crystal(["Si", "O"], basis=[(0.4697, 0.0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
-                   spacegroup=154, cellpar=[4.916, 4.916, 5.405, 90, 90, 120])
 
 
 def main(argv: Optional[Sequence[str]] = None, calc=None):

@@ -2,9 +2,9 @@
 
     python examples/quartz_ir_raman.py [--out DIR] [--model PATH] [--relax] [--supercell 2 2 2]
 
-Steps: build alpha-quartz (P3_221, a = 4.916, c = 5.405 A; Si 3a x = 0.4697, O 6c (0.4135, 0.2669,
-0.1191) as in Levien, Prewitt & Weidner, Am. Mineral. 65, 920 (1980), whose origin puts Si at z = 0;
-in the ITA setting of P3_221 every z is shifted by 2/3), optionally relax the positions with the
+Steps: build alpha-quartz (``ase_etgnn.dfpt.alpha_quartz``, the seed of the SiO2 training data:
+P3_221, a = 4.916, c = 5.4054 A; Si 3a x = 0.4697, O 6c (0.4135, 0.2669, 0.1191), Levien, Prewitt &
+Weidner, Am. Mineral. 65, 920 (1980)), optionally relax the positions with the
 symmetry fixed, compute force constants with phonopy on a supercell, Born charges and eps_inf for
 the NAC, then IR intensities (km/mol), Raman activities (A^4/amu) and LO-TO splittings at Gamma.
 
@@ -23,8 +23,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.spacegroup import crystal
 
+from ase_etgnn.dfpt import alpha_quartz  # the seed of the SiO2 data set
 from ase_etgnn.spectra import (
     broaden,
     degenerate_groups,
@@ -33,13 +33,6 @@ from ase_etgnn.spectra import (
     make_phonopy,
 )
 
-
-def alpha_quartz(a: float = 4.916, c: float = 5.405, x_si: float = 0.4697,
-                 o: Sequence[float] = (0.4135, 0.2669, 0.1191)) -> Atoms:
-    """9-atom alpha-quartz cell, P3_221 (154), literature coordinates shifted by z + 2/3."""
-    shift = 2.0 / 3.0
-    return crystal(["Si", "O"], basis=[(x_si, 0.0, shift), (o[0], o[1], o[2] + shift)],
-                   spacegroup=154, cellpar=[a, a, c, 90, 90, 120])
 
 
 def relax_positions(atoms: Atoms, calc, fmax: float = 0.01, steps: int = 200) -> Atoms:

@@ -254,3 +254,24 @@ def test_symmetrize_exact_on_ideal_crystal_and_no_op_on_snapshot():
     snapshot.rattle(0.02, seed=4)
     for p in ("forces", "born_effective_charges", "dielectric_tensor"):
         assert np.array_equal(on.get_property(p, snapshot), off.get_property(p, snapshot)), p
+
+
+def test_shipped_sio2_model_found_from_any_directory_and_sane(tmp_path, monkeypatch):
+    from ase.io import read as aread
+
+    from conftest import DATA
+
+    quartz = aread(DATA.parent.parent / "data" / "seeds" / "alpha_quartz.extxyz")
+    monkeypatch.chdir(tmp_path)
+    calc = ETGNNCalculator("sio2.pt", symmetrize=True)
+    assert calc.model_path.name == "sio2.pt" and calc.model_path.is_file()
+    assert {"energy", "forces", "born_effective_charges", "dielectric_tensor"} <= set(calc.implemented_properties)
+    quartz.calc = calc
+    eps = calc.get_property("dielectric_tensor", quartz)
+    z = calc.get_property("born_effective_charges", quartz)
+    # LDA eps_inf of quartz is ~2.4-2.5; Z*(Si) ~ 3-3.7 on the diagonal, Z*(O) ~ -0.8 to -2.1
+    assert np.all((np.diag(eps) > 2.2) & (np.diag(eps) < 2.7))
+    si = np.array(quartz.get_chemical_symbols()) == "Si"
+    assert np.all(np.trace(z[si], axis1=1, axis2=2) / 3 > 2.5)
+    assert np.all(np.trace(z[~si], axis1=1, axis2=2) / 3 < -1.0)
+    assert np.abs(quartz.get_forces()).max() < 1.0  # near equilibrium
