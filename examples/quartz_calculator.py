@@ -43,7 +43,8 @@ def main() -> None:
     big = atoms.repeat((2, 2, 2))
     big.calc = atoms.calc
     MaxwellBoltzmannDistribution(big, temperature_K=300, rng=np.random.default_rng(0))
-    dyn = Langevin(big, 1.0 * units.fs, temperature_K=300, friction=0.01, rng=np.random.default_rng(1))
+    dyn = Langevin(big, 1.0 * units.fs, temperature_K=300, friction=0.01 / units.fs, fixcm=False,
+                   rng=np.random.default_rng(1))
     eps_trace = []
     dyn.attach(lambda: eps_trace.append(np.trace(big.calc.get_property("dielectric_tensor", big)) / 3), interval=5)
     t0 = time.perf_counter()

@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     atoms.calc = ETGNNCalculator(args.model, symmetrize=False)  # MD snapshots have no symmetry anyway
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
-    dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=args.temperature, friction=0.01, rng=rng)
+    dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs,
+                   fixcm=False, rng=rng)
     traj = Trajectory(args.out, "w", atoms)
     n_steps = int(round(args.ps * 1000))
     lo, hi, eps_xx, temps = np.inf, -np.inf, [], []

@@ -144,7 +144,8 @@ def test_md_langevin_and_verlet_on_72_atom_quartz(tmp_path, quartz_perturbed):
     assert len(atoms) == 72
     atoms.calc = ETGNNCalculator(small_model(dtype=torch.float32))  # direct forces + energy head
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    for dyn in (Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(1)),
+    for dyn in (Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False,
+                         rng=np.random.default_rng(1)),
                 VelocityVerlet(atoms, 0.5 * units.fs)):
         log = tmp_path / f"{type(dyn).__name__}.log"
         dyn.attach(MDLogger(dyn, atoms, str(log), header=True), interval=5)
