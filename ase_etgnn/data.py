@@ -123,6 +123,16 @@ def _content_key(numbers, positions, cell, pbc, targets: Mapping[str, np.ndarray
     return "sha1:" + h.hexdigest()
 
 
+def content_key(atoms, targets: Mapping[str, Any]) -> str:
+    """The default record key: SHA1 of the structure and targets exactly as they would be stored.
+
+    Two records with equal keys hold identical numbers; importers use it to skip duplicates whatever key
+    the copy already in a data set was stored under.
+    """
+    numbers, positions, cell, pbc = _validate_atoms(atoms, "content_key")
+    return _content_key(numbers, positions, cell, pbc, validate_targets(targets, len(numbers), "content_key"))
+
+
 # ------------------------------------------------------------------------------------------ file open
 def _h5py():
     import h5py

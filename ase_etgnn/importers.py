@@ -16,8 +16,11 @@ Supported inputs (``etgnn dataset import FILES_OR_DIRS... -o data.h5``):
 * Quantum ESPRESSO: a pw.x output (detected by ``Program PWSCF``) optionally paired with a ph.x output
   (``Program PHONON``) in the same directory via :func:`ase_etgnn.qe.read_qe_outputs`; when ``X.in`` sits
   next to the pw.x output ``X.out`` it is used for the exact input structure.
+* other ase_etgnn HDF5 data sets (``.h5``/``.hdf5`` given explicitly, e.g. ``../shared/data/*.h5``): merged
+  record by record with their provenance.
 
-Nothing is converted except layout (Voigt/flattened -> Cartesian) and the documented unit conventions of
+Records whose structure and targets are already in the output (under any key) are skipped, so merging the
+same data twice, or data computed twice, adds nothing.  Nothing is converted except layout (Voigt/flattened -> Cartesian) and the documented unit conventions of
 the source code; values are never symmetrised or ASR-corrected.
 """
 from __future__ import annotations
@@ -138,7 +141,9 @@ def detect_format(path: str) -> str:
         return "traj"
     if base.endswith(".xml") and ("vasprun" in base or "<modeling>" in _head(path, 2048)):
         return "vasp-xml"
-    if base.endswith((".h5", ".hdf5", ".lock", ".tmp")):
+    if base.endswith((".h5", ".hdf5")):
+        return "h5"
+    if base.endswith((".lock", ".tmp")):
         return "skip"
     head = _head(path)
     if "Program PWSCF" in head:
@@ -260,18 +265,34 @@ def iter_import(paths: Sequence[str], key_prefix: str = "") -> Iterator[Imported
             yield from _iter_ase(f, "extxyz", key_prefix)
         elif fmt == "traj":
             yield from _iter_ase(f, "traj", key_prefix)
+        elif fmt == "h5" and f in explicit:  # merge another data set (e.g. ../shared/data/*.h5)
+            yield from _iter_h5(f)
         elif f in explicit:  # unknown extension given explicitly: let ASE guess
             yield from _iter_ase(f, None, key_prefix)
         # unknown files found while walking a directory are ignored
+
+
+def _iter_h5(path: str) -> Iterator[ImportedRecord]:
+    """Records of an ase_etgnn HDF5 data set, provenance kept (with the file and original key)."""
+    from .data import iter_records
+
+    for atoms, targets, prov in iter_records(path):
+        prov = dict(prov)
+        prov["merged_from"] = {"file": os.path.abspath(path), "key": prov.get("key")}
+        yield ImportedRecord(atoms, dict(targets), prov)
 
 
 def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_duplicate: str = "skip",
                  chunk_size: int = 256, require_targets: bool = True) -> ImportReport:
     """Import ``paths`` into the dataset ``output`` (created or appended), ``chunk_size`` records per
     atomic transaction.  Structures without any target are skipped when ``require_targets``."""
-    from .data import append_records
+    from .data import append_records, content_key, iter_records
 
     files = tuple(expand_paths(paths))
+    # records already in the output, whatever key they were stored under: never imported twice
+    seen = set()
+    if os.path.exists(output):
+        seen = {content_key(a, t) for a, t, _ in iter_records(output)}
     counts = {"added": 0, "duplicates": 0, "unlabelled": 0}
     per_target: Dict[str, int] = {}
     chunk: List[Tuple[Any, Mapping[str, Any], Optional[Mapping[str, Any]], Optional[str]]] = []
@@ -290,6 +311,11 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
             continue
         for t in rec.targets:
             per_target[t] = per_target.get(t, 0) + 1
+        key = content_key(rec.atoms, rec.targets)
+        if key in seen:
+            counts["duplicates"] += 1
+            continue
+        seen.add(key)
         chunk.append((rec.atoms, rec.targets, rec.provenance, None))
         if len(chunk) >= chunk_size:
             flush()

@@ -399,3 +399,28 @@ def test_metrics_fnorm_ewt_and_invariance():
     e = property_metrics("energy", np.array([1.0, 2.0]), np.array([0.0, 0.0]), n_atoms=np.array([2, 4]))
     assert e["mae_per_atom"] == pytest.approx(0.5) and e["fnorm"] == pytest.approx(1.5)
     assert property_metrics("forces", np.zeros((0, 3)), np.zeros((0, 3)))["n"] == 0
+
+
+def test_merge_h5_skips_records_already_present_under_any_key(tmp_path):
+    """Issue 5: records from ../shared/data are merged without duplicates."""
+    from ase.build import bulk
+
+    from ase_etgnn.data import append_record, count_records, iter_records
+    from ase_etgnn.importers import import_files
+
+    def rec(shift):
+        a = bulk("Si", "diamond", a=5.43)
+        a.positions[0] += shift
+        return a, {"energy": np.array(-10.0 - shift), "forces": np.full((2, 3), shift)}
+
+    ours, shared = str(tmp_path / "ours.h5"), str(tmp_path / "shared.h5")
+    append_record(ours, *rec(0.01), provenance={"who": "driver"}, key="quartz-ph-1-0")
+    append_record(shared, *rec(0.01), key="someone-else-7")  # same numbers, other key
+    append_record(shared, *rec(0.02))
+    report = import_files([shared], ours)
+    assert (report.n_added, report.n_duplicates) == (1, 1)
+    assert count_records(ours) == 2
+    again = import_files([shared], ours)
+    assert again.n_added == 0 and count_records(ours) == 2
+    merged = list(iter_records(ours))[1][2]
+    assert merged["merged_from"]["file"] == shared
