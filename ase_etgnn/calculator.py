@@ -23,6 +23,7 @@ from ase.data import chemical_symbols
 from .graph import Graph, atoms_to_graph, collate_graphs, prune_graph
 from .io import load_model
 from .model import ETGNN
+from .properties import PROPERTIES
 
 __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models"]
 
@@ -211,8 +212,7 @@ class ETGNNCalculator(Calculator):
         results = {}
         for name, value in out.items():
             v = value.detach().cpu().numpy().astype(np.float64)
-            spec_per_structure = name in ("energy", "dielectric_tensor", "piezoelectric_tensor", "stress")
-            results[name] = v[0] if spec_per_structure else v
+            results[name] = v if PROPERTIES[name].per_atom else v[0]  # one structure in the batch
         if self.symmetrize:
             results = self._get_symmetry(atoms).symmetrize(results, asr=self.model.config.bec_asr)
         if "energy" in results:
