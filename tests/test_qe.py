@@ -352,3 +352,18 @@ def test_qe_runner_uses_paths_relative_to_the_caller(tmp_path, monkeypatch):
     s = dfpt.run_generation(cfg, runner=dfpt.QERunner(nprocs=1, mpirun=()), log=lambda m: None,
                             check_pseudos=False)
     assert s.done == ["ex-1-0"], s.text()
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs mpirun and at least two usable cores")
+def test_default_mpirun_does_not_pin_single_process_jobs_to_one_core(tmp_path):
+    """Open MPI binds a -np 1 run to core 0 unless told otherwise; two side-by-side jobs then share it."""
+    prog = tmp_path / "show_cpus"
+    prog.write_text("#!/bin/sh\ngrep Cpus_allowed_list /proc/self/status\n")
+    prog.chmod(0o755)
+    inp, out = tmp_path / "x.in", tmp_path / "x.out"
+    inp.write_text("")
+    assert dfpt.QERunner(nprocs=1)(str(prog), inp, out, tmp_path) == 0
+    allowed = out.read_text().split(":")[1].strip()
+    cpus = sorted(os.sched_getaffinity(0))
+    assert allowed == f"{cpus[0]}-{cpus[-1]}" or allowed == ",".join(map(str, cpus)), allowed
