@@ -66,6 +66,9 @@ class TrainConfig:
         forces_mode: "direct" (force head, paper) or "conservative" (-dE/dr of the energy head).
         model: hyper-parameters passed to ``build_model`` (``cutoff``, ``hidden``, ``n_blocks``, ...).
         seed: model initialisation and shuffling seed.  split, split_seed: train/val/test fractions.
+        split_file: JSON with ``train``/``val``/``test`` record-index lists (a run's ``split.json``, e.g.
+            ``models/sio2_split.json``); replaces ``split``/``split_seed``.  Records not listed are unused,
+            so a model can be retrained on the records it saw after the file has grown.
         lr, weight_decay: AdamW.  lr_factor, lr_patience, min_lr: ReduceLROnPlateau on the val loss.
         batch_size: structures per optimisation step (per process under DDP).
         eval_batch_size: validation batch size (default: batch_size).
@@ -90,6 +93,7 @@ class TrainConfig:
     seed: int = 0
     split: Tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0
+    split_file: Optional[str] = None
     lr: float = 5e-4
     weight_decay: float = 0.0
     lr_factor: float = 0.5
@@ -117,6 +121,8 @@ class TrainConfig:
         object.__setattr__(self, "model", dict(self.model))
         object.__setattr__(self, "data", os.fspath(self.data))
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
+        if self.split_file is not None:
+            object.__setattr__(self, "split_file", os.fspath(self.split_file))
         errs = []
         if len(self.split) != 3 or any(x < 0 for x in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
             errs.append(f"split must be three non-negative fractions summing to 1, got {self.split}")
@@ -267,6 +273,34 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> Dict[str, Li
         raise ValueError(f"split {tuple(fractions)} of {n} structures leaves no training structure")
     return {"train": sorted(perm[:n_train]), "val": sorted(perm[n_train:n_train + n_val]),
             "test": sorted(perm[n_train + n_val:])}
+
+
+def load_split(path: str, n: int) -> Dict[str, List[int]]:
+    """Train/val/test record indices from a JSON file (see ``TrainConfig.split_file``), checked against a
+    dataset of ``n`` records: integer indices in range, no index in two subsets, a non-empty train set."""
+    try:
+        with open(path) as fh:
+            raw = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"split_file {path}: cannot read a JSON split ({e})") from None
+    if not isinstance(raw, dict) or not {"train", "val", "test"} <= set(raw):
+        raise ValueError(f"split_file {path}: expected an object with 'train', 'val' and 'test' index lists")
+    split, seen = {}, {}
+    for name in ("train", "val", "test"):
+        idx = raw[name]
+        if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ValueError(f"split_file {path}: '{name}' must be a list of integer record indices")
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"split_file {path}: '{name}' has indices outside the dataset's {n} records: {bad[:5]}")
+        for i in idx:
+            if i in seen:
+                raise ValueError(f"split_file {path}: record {i} is in both '{seen[i]}' and '{name}'")
+            seen[i] = name
+        split[name] = sorted(idx)
+    if not split["train"]:
+        raise ValueError(f"split_file {path}: the 'train' list is empty")
+    return split
 
 
 def _scan(dataset, species: Optional[Sequence[str]] = None):
@@ -558,6 +592,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
         n_records = count_records(config.data)
         if ckpt is not None:
             split = json.loads(ckpt["split_json"])
+        elif config.split_file is not None:
+            split = load_split(config.split_file, n_records)
         else:
             split = split_indices(n_records, config.split, config.split_seed)
         probe = ETGNNDataset(config.data, cutoff=1.0, indices=split["train"], cache_graphs=False)

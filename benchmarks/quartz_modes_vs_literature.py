@@ -32,18 +32,17 @@ def main() -> None:
     ap.add_argument("--dfpt", help="JSON with 'frequencies_cm1' of the 27 Gamma modes from ph.x + dynmat.x")
     args = ap.parse_args()
     rows = [r for r in json.load(open(args.modes)) if not r.get("acoustic")]
-    dfpt = {}
     if args.dfpt:
         ref = sorted(json.load(open(args.dfpt))["frequencies_cm1"])[3:]  # drop the 3 acoustic modes
         if len(ref) != len(rows):
             raise SystemExit(f"{args.dfpt}: {len(ref)} optical DFPT modes, {len(rows)} predicted")
         for r, f in zip(sorted(rows, key=lambda r: r["frequency_cm1"]), ref):
-            dfpt[id(r)] = f
+            r["dfpt_cm1"] = f
     by_irrep = defaultdict(list)
     for r in rows:
         by_irrep[r.get("irrep")].append(r)
     print(f"{'irrep':<5} {'ETGNN cm-1':>10} {'expt cm-1':>9} {'diff':>7} {'IR km/mol':>10} {'Raman A4/amu':>12}"
-          + (f" {'DFPT cm-1':>9} {'ETGNN-DFPT':>10}" if dfpt else ""))
+          + (f" {'DFPT cm-1':>9} {'ETGNN-DFPT':>10}" if args.dfpt else ""))
     worst, vs_dfpt = [], []
     for irrep, expt in EXPERIMENT.items():
         modes = sorted(by_irrep.get(irrep, []), key=lambda r: r["frequency_cm1"])
@@ -57,8 +56,8 @@ def main() -> None:
             worst.append((abs(d), irrep, e, r["frequency_cm1"]))
             line = (f"{irrep:<5} {r['frequency_cm1']:>10.1f} {e:>9d} {d:>+7.1f} {r['ir_intensity_km_mol']:>10.1f} "
                     f"{r['raman_activity_A4_amu']:>12.3f}")
-            if dfpt:
-                f = dfpt[id(r)]
+            if args.dfpt:
+                f = r["dfpt_cm1"]
                 vs_dfpt.append((abs(r["frequency_cm1"] - f), irrep, f, r["frequency_cm1"], e))
                 line += f" {f:>9.1f} {r['frequency_cm1'] - f:>+10.1f}"
             print(line)
@@ -70,7 +69,8 @@ def main() -> None:
     if vs_dfpt:
         mae = sum(w[0] for w in vs_dfpt) / len(vs_dfpt)
         dft_expt = sum(abs(w[2] - w[4]) for w in vs_dfpt) / len(vs_dfpt)
-        print(f"ETGNN vs DFPT: mean |diff| {mae:.1f} cm-1 over {len(vs_dfpt)} modes; DFPT vs expt {dft_expt:.1f} cm-1;"
+        print(f"ETGNN vs DFPT: mean |diff| {mae:.1f} cm-1 over {len(vs_dfpt)} modes; DFPT vs expt {dft_expt:.1f} cm-1"
+              " (DFPT paired by frequency order);"
               " largest ETGNN-DFPT deviations:")
         for d, irrep, f, g, e in sorted(vs_dfpt, reverse=True)[:3]:
             print(f"  {irrep} (expt {e}): DFPT {f:.1f}, ETGNN {g:.1f} ({g - f:+.1f})")

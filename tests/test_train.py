@@ -179,6 +179,28 @@ def test_resume_continues_exactly_and_exports_best(teacher_data, tmp_path):
 
 
 # --------------------------------------------------------------------------------------- evaluate CLI
+def test_split_file_fixes_the_records_and_rejects_bad_splits(teacher_data, tmp_path):
+    """A given split (e.g. the shipped model's) is used as is, so records appended later stay unused."""
+    given = {"train": [0, 2, 3, 5, 6, 8], "val": [1, 9], "test": [4]}  # records 7, 10-13 unused
+    f = tmp_path / "split.json"
+    f.write_text(json.dumps(given))
+    res = train(_config(teacher_data, tmp_path / "run", epochs=1, split_file=str(f)))
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == given
+    assert res.best_path and json.loads(Path(res.best_path).parent.joinpath("split.json").read_text()) == given
+    bad = {"out of range": ({"train": [0, 14], "val": [1], "test": []}, "outside the dataset's 14 records"),
+           "overlap": ({"train": [0, 1], "val": [1], "test": []}, "record 1 is in both 'train' and 'val'"),
+           "empty train": ({"train": [], "val": [1], "test": []}, "'train' list is empty"),
+           "missing key": ({"train": [0], "val": [1]}, "'train', 'val' and 'test'"),
+           "not integers": ({"train": [0.0], "val": [1], "test": []}, "list of integer record indices")}
+    for name, (content, msg) in bad.items():
+        f.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=msg):
+            train(_config(teacher_data, tmp_path / name.replace(" ", "_"), epochs=1, split_file=str(f)))
+    f.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read a JSON split"):
+        train(_config(teacher_data, tmp_path / "corrupt", epochs=1, split_file=str(f)))
+
+
 def test_evaluate_cli_json_and_plots(teacher_data, tmp_path):
     from ase_etgnn.cli import main
 
