@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -71,6 +72,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             continue
         print(f"  {name:24s} n {m['n']:6d}  MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  Fnorm {m['fnorm']:.4g}  "
               f"EwT25/10/5 {100 * m['ewt_25']:.1f}/{100 * m['ewt_10']:.1f}/{100 * m['ewt_5']:.1f} %  ({m['units']})")
+        if "mae_per_atom" in m:
+            print(f"  {'energy per atom':24s} n {m['n']:6d}  MAE {1000 * m['mae_per_atom']:.4g}  "
+                  f"RMSE {1000 * m['rmse_per_atom']:.4g}  (meV/atom)")
     return 0
 
 
@@ -107,6 +111,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_split(args: argparse.Namespace) -> int:
+    from .data import iter_records
+    from .train import extend_split, load_split
+
+    if os.path.exists(args.output) and not args.force:
+        raise ValueError(f"{args.output} exists; choose another name or pass --force")
+    prov = [p for _, _, p in iter_records(args.data, properties=())]
+    n = len(prov)
+    groups = [str(p.get(args.by, "-")) for p in prov] if args.by else None
+    previous = load_split(args.extend, n) if args.extend else {}
+    split = extend_split(previous, n, args.fractions, args.seed, groups)
+    with open(args.output, "w") as fh:
+        json.dump(split, fh)
+        fh.write("\n")
+    print(f"{args.output}: {n} records; kept {sum(len(v) for v in previous.values())} from "
+          f"{args.extend or '(none)'}; train/val/test {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
+    if groups is not None:
+        where = {i: name for name, v in split.items() for i in v}
+        for g in sorted(set(groups)):
+            c = [sum(1 for i in range(n) if groups[i] == g and where.get(i) == name) for name in split]
+            print(f"  {args.by} {g:24s} {c[0]}/{c[1]}/{c[2]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etgnn", description="ETGNN: tensor-property graph neural networks for ASE")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -136,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("dataset", help="create and inspect HDF5 datasets")
-    dsub = p.add_subparsers(dest="dataset_command", metavar="{import,info}")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="{import,info,split}")
     dsub.required = True
     q = dsub.add_parser("import", help="import extxyz/traj/vasprun.xml/QE outputs (files or directories)")
     q.add_argument("inputs", nargs="+", help="files or directories (walked recursively)")
@@ -149,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("data")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_cmd_info)
+    q = dsub.add_parser("split", help="write a train/val/test split (JSON, for split_file); --extend keeps an "
+                                      "older split's records where they were")
+    q.add_argument("data")
+    q.add_argument("-o", "--output", required=True, help="split JSON to write")
+    q.add_argument("--extend", metavar="SPLIT_JSON", help="keep these assignments, split only the other records")
+    q.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--by", metavar="FIELD", help="split each value of this provenance field separately (e.g. tag)")
+    q.add_argument("--force", action="store_true", help="overwrite OUTPUT")
+    q.set_defaults(func=_cmd_split)
 
     try:
         from .dfpt import register_cli

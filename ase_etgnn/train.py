@@ -41,6 +41,7 @@ __all__ = [
     "parse_overrides",
     "split_indices",
     "compute_normalization",
+    "extend_split",
     "euclidean_loss",
     "train",
 ]
@@ -69,6 +70,9 @@ class TrainConfig:
         split_file: JSON with ``train``/``val``/``test`` record-index lists (a run's ``split.json``, e.g.
             ``models/sio2_split.json``); replaces ``split``/``split_seed``.  Records not listed are unused,
             so a model can be retrained on the records it saw after the file has grown.
+        init_from: model file (``save_model`` format) whose weights and target normalisation start the run:
+            fine-tuning a shipped model on more data.  Its species, heads and architecture are used;
+            ``species``/``heads``/``[model]`` may be left out and must agree with the file if given.
         lr, weight_decay: AdamW.  lr_factor, lr_patience, min_lr: ReduceLROnPlateau on the val loss.
         batch_size: structures per optimisation step (per process under DDP).
         eval_batch_size: validation batch size (default: batch_size).
@@ -94,6 +98,7 @@ class TrainConfig:
     split: Tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0
     split_file: Optional[str] = None
+    init_from: Optional[str] = None
     lr: float = 5e-4
     weight_decay: float = 0.0
     lr_factor: float = 0.5
@@ -121,8 +126,9 @@ class TrainConfig:
         object.__setattr__(self, "model", dict(self.model))
         object.__setattr__(self, "data", os.fspath(self.data))
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
-        if self.split_file is not None:
-            object.__setattr__(self, "split_file", os.fspath(self.split_file))
+        for name in ("split_file", "init_from"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         errs = []
         if len(self.split) != 3 or any(x < 0 for x in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
             errs.append(f"split must be three non-negative fractions summing to 1, got {self.split}")
@@ -273,6 +279,31 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> Dict[str, Li
         raise ValueError(f"split {tuple(fractions)} of {n} structures leaves no training structure")
     return {"train": sorted(perm[:n_train]), "val": sorted(perm[n_train:n_train + n_val]),
             "test": sorted(perm[n_train + n_val:])}
+
+
+def extend_split(previous: Mapping[str, Sequence[int]], n: int, fractions: Sequence[float], seed: int,
+                 groups: Optional[Sequence[Any]] = None) -> Dict[str, List[int]]:
+    """A split of ``range(n)`` that keeps every record of ``previous`` where it was and splits the others
+    (records appended since) by ``fractions``: a grown data set whose old test set stays unseen.
+
+    ``groups`` ([n] labels, e.g. provenance tags): new records are split per group, so that every group
+    with enough new records reaches validation and test.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+    old = {name: [int(i) for i in previous.get(name, [])] for name in ("train", "val", "test")}
+    placed = {i for v in old.values() for i in v}
+    new = [i for i in range(n) if i not in placed]
+    labels = [None] * n if groups is None else list(groups)
+    if len(labels) != n:
+        raise ValueError(f"extend_split: {len(labels)} group labels for {n} records")
+    out = {name: list(v) for name, v in old.items()}
+    for g in sorted({labels[i] for i in new}, key=str):
+        members = [i for i in new if labels[i] == g]
+        part = split_indices(len(members), fractions, seed)
+        for name in out:
+            out[name].extend(members[j] for j in part[name])
+    return {name: sorted(v) for name, v in out.items()}
 
 
 def load_split(path: str, n: int) -> Dict[str, List[int]]:
@@ -535,6 +566,25 @@ def _fmt_epoch(rec: Mapping[str, Any], epochs: int) -> str:
             f"{rec['train_structures_per_s']:.1f} struct/s" + (" *" if rec["best"] else ""))
 
 
+def _load_init_model(config: TrainConfig, device, dtype):
+    """The ``init_from`` model, checked against the run's ``species``, ``heads`` and ``[model]`` settings."""
+    from .io import load_model
+
+    model = load_model(config.init_from, device=device, dtype=dtype)
+    have = model.config.to_dict()
+    wanted = dict(config.model)
+    if config.species is not None:
+        wanted["species"] = list(config.species)
+    if config.heads is not None:
+        wanted["heads"] = list(config.heads)
+    differ = [f"{k}: run {v!r}, file {have.get(k)!r}" for k, v in sorted(wanted.items())
+              if (list(have[k]) if isinstance(have.get(k), (list, tuple)) else have.get(k)) != v]
+    if differ:
+        raise ValueError(f"init_from {config.init_from}: settings differ from the model file's "
+                         f"(leave them out to take the file's):\n  " + "\n  ".join(differ))
+    return model
+
+
 def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
     """Train a model as described by ``config``; see the module docstring.
 
@@ -600,7 +650,12 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
         numbers, targets = _scan(probe)
         probe.close()
         present = {k for t in targets for k in t}
-        if config.species is not None:
+        init_model = None
+        if config.init_from is not None:  # on --resume too: it fixes the architecture
+            init_model = _load_init_model(config, device, dtype)
+        if init_model is not None:
+            species = tuple(init_model.config.species)
+        elif config.species is not None:
             species = tuple(config.species)
         else:
             from ase.data import chemical_symbols
@@ -609,7 +664,9 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             allnum = _scan(everything)[0]
             everything.close()
             species = tuple(chemical_symbols[z] for z in sorted({int(z) for n in allnum for z in n}))
-        if config.heads is not None:
+        if init_model is not None:
+            heads = tuple(init_model.config.heads)  # heads without targets here keep their weights untrained
+        elif config.heads is not None:
             heads = tuple(config.heads)
             missing = [h for h in heads if h not in present]
             if missing:
@@ -623,7 +680,7 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                     raise ValueError("forces_mode = 'conservative' needs energy targets")
             if not heads:
                 raise ValueError(f"{config.data}: the training split has no targets a head can learn")
-        loss_names = list(heads)
+        loss_names = [h for h in heads if h in present] if init_model is not None else list(heads)
         if config.forces_mode == "conservative":
             if "forces" in present and "forces" not in loss_names:
                 loss_names.append("forces")
@@ -631,7 +688,12 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                 loss_names.append("stress")
         weights = {n: config.loss_weights.get(n, 1.0) for n in loss_names}
         loss_names = [n for n in loss_names if weights[n] > 0]
-        norm = compute_normalization(numbers, targets, species, heads)
+        if init_model is not None:  # keep the normalisation the weights were trained with
+            norm = {h: {"scale": float(init_model.heads_[h].scale),
+                        "reference": init_model.heads_[h].reference.detach().cpu().double().tolist()}
+                    for h in heads}
+        else:
+            norm = compute_normalization(numbers, targets, species, heads)
         scales = {n: norm[n]["scale"] for n in norm}
         if "forces" in loss_names and "forces" not in scales:  # conservative forces
             scales["forces"] = compute_normalization(numbers, targets, species, ["forces"])["forces"]["scale"]
@@ -639,12 +701,16 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             scales["stress"] = compute_normalization(numbers, targets, species, ["stress"]).get(
                 "stress", {"scale": 1.0})["scale"]
 
-        hyper = dict(config.model)
-        cutoff = float(hyper.pop("cutoff", 6.0))
-        model = build_model(species=species, heads=heads, cutoff=cutoff, seed=config.seed, dtype=dtype,
-                            device=device, **hyper)
-        for name, nv in norm.items():
-            model.set_normalization(name, nv["scale"], nv["reference"])
+        if init_model is not None:
+            model = init_model
+            say(f"initial weights from {config.init_from}")
+        else:
+            hyper = dict(config.model)
+            cutoff = float(hyper.pop("cutoff", 6.0))
+            model = build_model(species=species, heads=heads, cutoff=cutoff, seed=config.seed, dtype=dtype,
+                                device=device, **hyper)
+            for name, nv in norm.items():
+                model.set_normalization(name, nv["scale"], nv["reference"])
         conservative = config.forces_mode == "conservative"
         wrapper = _Predictor.make(model, conservative, "stress" in loss_names)
         wrapper._conservative = conservative
@@ -727,6 +793,11 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             "trained_by": "ase_etgnn.train", "data": os.path.abspath(config.data), "split": {k: len(v) for k, v in split.items()},
             "normalization": norm, "train_config": config.to_dict(), "world_size": world,
         }
+        if config.init_from is not None:
+            from .io import read_model_metadata
+
+            metadata_base["init_from"] = {"path": config.init_from,
+                                          "metadata": read_model_metadata(config.init_from)["metadata"]}
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if config.early_stopping_patience and since_best >= config.early_stopping_patience:
                 stopped_early = True

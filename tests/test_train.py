@@ -201,6 +201,55 @@ def test_split_file_fixes_the_records_and_rejects_bad_splits(teacher_data, tmp_p
         train(_config(teacher_data, tmp_path / "corrupt", epochs=1, split_file=str(f)))
 
 
+def test_extend_split_keeps_old_assignments_and_splits_new_records_per_group(teacher_data, tmp_path):
+    from ase_etgnn.cli import main
+    from ase_etgnn.train import extend_split
+
+    old = {"train": [0, 1, 2, 3], "val": [4], "test": [5]}
+    groups = ["a"] * 6 + ["a", "b"] * 10  # 26 records, 20 new: 10 per group
+    s = extend_split(old, 26, (0.7, 0.15, 0.15), seed=3, groups=groups)
+    assert all(set(old[k]) <= set(s[k]) for k in old)
+    assert sorted(i for v in s.values() for i in v) == list(range(26))  # each record once
+    for g in "ab":
+        counts = [sum(1 for i in s[k] if i > 5 and groups[i] == g) for k in ("train", "val", "test")]
+        assert counts == [7, 2, 1], (g, counts)
+    assert s == extend_split(old, 26, (0.7, 0.15, 0.15), seed=3, groups=groups)  # deterministic
+    assert s != extend_split(old, 26, (0.7, 0.15, 0.15), seed=4, groups=groups)
+    with pytest.raises(ValueError, match="summing to 1"):
+        extend_split(old, 26, (0.7, 0.2, 0.2), seed=3)
+    prev = tmp_path / "old.json"
+    prev.write_text(json.dumps(old))
+    out = tmp_path / "new.json"
+    assert main(["dataset", "split", str(teacher_data), "-o", str(out), "--extend", str(prev)]) == 0
+    new = json.loads(out.read_text())
+    assert all(set(old[k]) <= set(new[k]) for k in old) and sum(map(len, new.values())) == 14
+    before = out.read_text()
+    assert main(["dataset", "split", str(teacher_data), "-o", str(out)]) == 2  # never overwrites silently
+    assert out.read_text() == before
+
+
+def test_init_from_starts_at_the_file_weights_and_checks_settings(teacher_data, tmp_path):
+    """Fine-tuning: epoch 0 of the new run is the old model (same val loss), architecture from the file."""
+    first = train(_config(teacher_data, tmp_path / "first", epochs=3, lr=5e-3))
+    best_val = min(r["val_loss"] for r in first.history[1:])
+    tuned = train(_config(teacher_data, tmp_path / "tuned", epochs=1, model={}, init_from=first.best_path))
+    assert tuned.history[0]["val_loss"] == pytest.approx(best_val, rel=1e-10)
+    fresh = train(_config(teacher_data, tmp_path / "fresh", epochs=1))
+    assert fresh.history[0]["val_loss"] != pytest.approx(best_val, rel=1e-3)  # a random start differs: can fail
+    from ase_etgnn import load_model
+
+    meta = load_model(tuned.best_path).metadata
+    assert meta["init_from"]["path"] == first.best_path and meta["init_from"]["metadata"]["epoch"] == first.best_epoch
+    resumed = train(_config(teacher_data, tmp_path / "tuned", epochs=2, model={}, init_from=first.best_path),
+                    resume=True)
+    assert resumed.epochs_run == 2
+    with pytest.raises(ValueError, match=r"(?s)init_from .*hidden: run 32, file 16"):
+        train(_config(teacher_data, tmp_path / "bad", epochs=1, model=dict(TINY, hidden=32),
+                      init_from=first.best_path))
+    with pytest.raises(ValueError, match=r"species: run \['Si'\]"):
+        train(_config(teacher_data, tmp_path / "bad2", epochs=1, species=["Si"], init_from=first.best_path))
+
+
 def test_evaluate_cli_json_and_plots(teacher_data, tmp_path):
     from ase_etgnn.cli import main
 
