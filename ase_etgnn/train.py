@@ -560,7 +560,9 @@ def _fmt_epoch(rec: Mapping[str, Any], epochs: int) -> str:
              "piezoelectric_tensor": "e33", "stress": "S"}
     maes = " ".join(f"{short.get(k, k)} {v:.4g}" for k, v in rec["val_mae"].items())
     if rec["train_loss"] is None:
-        return f"epoch {rec['epoch']:4d}/{epochs} (untrained) val {rec['val_loss']:.4e} | val MAE {maes}"
+        start = "initial weights" if rec["best"] else "untrained"
+        return (f"epoch {rec['epoch']:4d}/{epochs} ({start}) val {rec['val_loss']:.4e} | val MAE {maes}"
+                + (" *" if rec["best"] else ""))
     return (f"epoch {rec['epoch']:4d}/{epochs} lr {rec['lr']:.2e} train {rec['train_loss']:.4e} "
             f"val {rec['val_loss']:.4e} | val MAE {maes} | {rec['time_s']:.1f}s "
             f"{rec['train_structures_per_s']:.1f} struct/s" + (" *" if rec["best"] else ""))
@@ -776,11 +778,16 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             f"{len(split['val'])} val / {len(split['test'])} test structures")
 
         # ---------------------------------------------------------------- epochs
+        rec0 = None
         if ckpt is None:  # validation of the untrained model, for reference ("epoch 0")
             val0 = _evaluate(net, val_loader, weights, scales, config.normalize_loss, device, dtype, loss_names)
+            # fine-tuning: the file's weights are the first candidate, so best.pt is never worse than them
+            start_is_best = init_model is not None and bool(val0["mae"])
             rec0 = {"epoch": 0, "lr": float(opt.param_groups[0]["lr"]), "train_loss": None,
-                    "val_loss": float(val0["loss"]), "val_mae": val0["mae"], "best": False, "time_s": 0.0,
+                    "val_loss": float(val0["loss"]), "val_mae": val0["mae"], "best": start_is_best, "time_s": 0.0,
                     "train_structures_per_s": None}
+            if start_is_best:
+                best_val, best_epoch = float(val0["loss"]), 0
             history.append(rec0)
             if rank == 0:
                 with open(log_path, "a") as fh:
@@ -798,6 +805,9 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
 
             metadata_base["init_from"] = {"path": config.init_from,
                                           "metadata": read_model_metadata(config.init_from)["metadata"]}
+        if rec0 is not None and rec0["best"] and rank == 0:
+            save_model(model, best_path, metadata={**metadata_base, "epoch": 0, "val_loss": rec0["val_loss"],
+                                                   "val_mae": rec0["val_mae"]})
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if config.early_stopping_patience and since_best >= config.early_stopping_patience:
                 stopped_early = True

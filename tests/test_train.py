@@ -243,6 +243,11 @@ def test_init_from_starts_at_the_file_weights_and_checks_settings(teacher_data, 
     resumed = train(_config(teacher_data, tmp_path / "tuned", epochs=2, model={}, init_from=first.best_path),
                     resume=True)
     assert resumed.epochs_run == 2
+    # a step that makes it worse leaves best.pt at the file's weights (epoch 0)
+    worse = train(_config(teacher_data, tmp_path / "worse", epochs=1, model={}, init_from=first.best_path, lr=0.1))
+    assert worse.history[1]["val_loss"] > worse.history[0]["val_loss"] and worse.best_epoch == 0
+    a, b = load_model(first.best_path).state_dict(), load_model(worse.best_path).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match=r"(?s)init_from .*hidden: run 32, file 16"):
         train(_config(teacher_data, tmp_path / "bad", epochs=1, model=dict(TINY, hidden=32),
                       init_from=first.best_path))
