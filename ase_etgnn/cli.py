@@ -6,6 +6,11 @@ From a folder of DFT outputs to a model file::
     etgnn train examples/train_config.toml --set data=data.h5 --set output_dir=runs/sio2
     etgnn evaluate runs/sio2/best.pt data.h5 --split runs/sio2/split.json:test --json metrics.json --plots plots/
 
+After appending records, fine-tune without ever training on the old test records::
+
+    etgnn dataset split data.h5 --extend runs/sio2/split.json --by tag -o split2.json
+    etgnn train CONFIG --set init_from=runs/sio2/best.pt --set split_file=split2.json --output-dir runs/ft
+
 Multi-process training: ``torchrun --nproc_per_node=N -m ase_etgnn.cli train CONFIG``.
 """
 from __future__ import annotations
