@@ -130,7 +130,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
         errs = []
-        if len(self.split) != 3 or any(x < 0 for x in self.split) or not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
+        if not _valid_fractions(self.split):
             errs.append(f"split must be three non-negative fractions summing to 1, got {self.split}")
         if self.heads is not None:
             for h in self.heads:
@@ -266,6 +266,11 @@ def load_train_config(path: Optional[str] = None, overrides: Optional[Mapping[st
 
 
 # ------------------------------------------------------------------------------------ data helpers
+def _valid_fractions(fractions: Sequence[float]) -> bool:
+    """Three non-negative train/val/test fractions summing to 1."""
+    return len(fractions) == 3 and min(fractions) >= 0 and math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+
+
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> Dict[str, List[int]]:
     """Deterministic random split of ``range(n)`` into train/val/test (val gets >= 1 when n >= 2)."""
     rng = np.random.default_rng(seed)
@@ -289,7 +294,7 @@ def extend_split(previous: Mapping[str, Sequence[int]], n: int, fractions: Seque
     ``groups`` ([n] labels, e.g. provenance tags): new records are split per group, so that every group
     with enough new records reaches validation and test.
     """
-    if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+    if not _valid_fractions(fractions):
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
     old = {name: [int(i) for i in previous.get(name, [])] for name in ("train", "val", "test")}
     placed = {i for v in old.values() for i in v}
@@ -560,8 +565,7 @@ def _fmt_epoch(rec: Mapping[str, Any], epochs: int) -> str:
              "piezoelectric_tensor": "e33", "stress": "S"}
     maes = " ".join(f"{short.get(k, k)} {v:.4g}" for k, v in rec["val_mae"].items())
     if rec["train_loss"] is None:
-        start = "initial weights" if rec["best"] else "untrained"
-        return (f"epoch {rec['epoch']:4d}/{epochs} ({start}) val {rec['val_loss']:.4e} | val MAE {maes}"
+        return (f"epoch {rec['epoch']:4d}/{epochs} (before training) val {rec['val_loss']:.4e} | val MAE {maes}"
                 + (" *" if rec["best"] else ""))
     return (f"epoch {rec['epoch']:4d}/{epochs} lr {rec['lr']:.2e} train {rec['train_loss']:.4e} "
             f"val {rec['val_loss']:.4e} | val MAE {maes} | {rec['time_s']:.1f}s "
@@ -579,8 +583,7 @@ def _load_init_model(config: TrainConfig, device, dtype):
         wanted["species"] = list(config.species)
     if config.heads is not None:
         wanted["heads"] = list(config.heads)
-    differ = [f"{k}: run {v!r}, file {have.get(k)!r}" for k, v in sorted(wanted.items())
-              if (list(have[k]) if isinstance(have.get(k), (list, tuple)) else have.get(k)) != v]
+    differ = [f"{k}: run {v!r}, file {have.get(k)!r}" for k, v in sorted(wanted.items()) if have.get(k) != v]
     if differ:
         raise ValueError(f"init_from {config.init_from}: settings differ from the model file's "
                          f"(leave them out to take the file's):\n  " + "\n  ".join(differ))
@@ -800,11 +803,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             "trained_by": "ase_etgnn.train", "data": os.path.abspath(config.data), "split": {k: len(v) for k, v in split.items()},
             "normalization": norm, "train_config": config.to_dict(), "world_size": world,
         }
-        if config.init_from is not None:
-            from .io import read_model_metadata
-
-            metadata_base["init_from"] = {"path": config.init_from,
-                                          "metadata": read_model_metadata(config.init_from)["metadata"]}
+        if init_model is not None:
+            metadata_base["init_from"] = {"path": config.init_from, "metadata": init_model.metadata}
         if rec0 is not None and rec0["best"] and rank == 0:
             save_model(model, best_path, metadata={**metadata_base, "epoch": 0, "val_loss": rec0["val_loss"],
                                                    "val_mae": rec0["val_mae"]})

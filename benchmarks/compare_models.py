@@ -18,7 +18,7 @@ import numpy as np
 
 from ase_etgnn import load_model
 from ase_etgnn.data import iter_records
-from ase_etgnn.evaluate import evaluate_model
+from ase_etgnn.evaluate import predict_dataset, property_metrics
 
 COLUMNS = (("born_effective_charges", "mae", 1.0, "BEC e"), ("dielectric_tensor", "mae", 1.0, "eps"),
            ("forces", "mae", 1.0, "F eV/A"), ("energy", "mae_per_atom", 1000.0, "E meV/at"),
@@ -56,15 +56,22 @@ def main() -> None:
     ap.add_argument("--by", default="tag", help="provenance field to group by ('' = no grouping)")
     args = ap.parse_args()
     tags = [str(p.get(args.by, "-")) if args.by else "-" for _, _, p in iter_records(args.data, properties=())]
-    models = [load_model(m, dtype=None) for m in args.models]
+    groups = {name: idx for name, idx in _groups(args, len(tags), tags).items() if idx}
+    union = sorted({i for idx in groups.values() for i in idx})
+    pos = {i: k for k, i in enumerate(union)}  # record index -> position in the prediction arrays
+    preds = [predict_dataset(load_model(m), args.data, indices=union) for m in args.models]  # one pass per model
     head = " ".join(f"{c[3]:>9}" for c in COLUMNS)
     print(f"{'group':<30} {'n':>4} {'model':<28} {head}")
-    for gname, idx in _groups(args, len(tags), tags).items():
-        if not idx:
-            continue
+    for gname, idx in groups.items():
         rows = []
-        for path, model in zip(args.models, models):
-            m = evaluate_model(model, args.data, indices=idx, crystal_systems=False, symmetry_metrics=False)["metrics"]
+        mine = np.isin(np.arange(len(union)), [pos[i] for i in idx])  # [n_structures] bool
+        for path, res in zip(args.models, preds):
+            m = {}
+            for name, arr in res["properties"].items():
+                sel = mine[arr["structure"].astype(int)]  # tensors of this group's structures
+                n_at = res["n_atoms"][arr["structure"].astype(int)][sel] if name == "energy" else None
+                if sel.any():
+                    m[name] = property_metrics(name, arr["pred"][sel], arr["target"][sel], n_atoms=n_at)
             vals = [m.get(p, {}).get(k, np.nan) * s for p, k, s, _ in COLUMNS]
             rows.append(vals)
             print(f"{gname:<30} {len(idx):>4} {path[-28:]:<28} " + " ".join(f"{v:>9.4f}" for v in vals))
