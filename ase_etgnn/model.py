@@ -34,6 +34,8 @@ __all__ = [
     "eq2_edge_expansion",
     "eq3_forces",
     "eq6_triplet_expansion",
+    "total_energy",
+    "TrunkState",
 ]
 
 Batch = Dict[str, torch.Tensor]
@@ -180,6 +182,17 @@ def eq6_triplet_expansion(
     else:
         raise ValueError(f"triplet expansion is defined for rank 2 and 3, not {rank}")
     return _scatter_sum(coeff.view(-1, *([1] * rank)) * basis, center, n_atoms)
+
+
+def total_energy(atomic: torch.Tensor, reference: torch.Tensor, batch: torch.Tensor, n_structures: int
+                    ) -> torch.Tensor:
+    """Total energy ``E = sum_j (eps_j + E_ref(Z_j))`` (eV), summed in float64 whatever the model dtype, so
+    that a meV change is not lost to float32 rounding of a total of thousands of atoms; [n_structures].
+
+    ``atomic`` [n_atoms]: the learned atomic energies (scaled); ``reference`` [n_atoms]: per-species energies.
+    """
+    per_atom = atomic.double() + reference.double()  # [n_atoms]
+    return _scatter_sum(per_atom, batch, n_structures)
 
 
 def eq1_crystal_average(atomic: torch.Tensor, batch: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
@@ -380,14 +393,14 @@ class TensorHead(nn.Module):
     def forward(self, ctx: Dict[str, torch.Tensor], zero_net_force: bool = False) -> torch.Tensor:
         atomic = self.scale * self.atomic(ctx, zero_net_force)
         ref = self.reference[ctx["species"]]  # [n_atoms]
+        if self.rank == 0 and not self.per_atom:
+            return total_energy(atomic, ref, ctx["batch"], len(ctx["n_atoms"]))
         if self.rank == 0:
             atomic = atomic + ref
         elif self.rank == 2:
             atomic = atomic + ref.view(-1, 1, 1) * torch.eye(3, dtype=atomic.dtype, device=atomic.device)
         if self.per_atom:
             return atomic
-        if self.rank == 0:  # extensive: energy is a sum over atoms
-            return _scatter_sum(atomic, ctx["batch"], len(ctx["n_atoms"]))
         return eq1_crystal_average(atomic, ctx["batch"], ctx["n_atoms"])
 
 
@@ -489,40 +502,80 @@ class ETGNN(nn.Module):
             "u_kj": unit[t_in], "u_ji": unit[t_out], "center": dst[t_in],
         }
 
-    def forward(self, batch: Batch) -> Dict[str, torch.Tensor]:
-        """Predict every head; keys are registry property names (see module docstring for shapes)."""
+    # ------------------------------------------------------------------------------------------------
+    # trunk once, heads on demand
+    # ------------------------------------------------------------------------------------------------
+    def trunk(self, batch: Batch) -> "TrunkState":
+        """Geometry, embeddings and the edge blocks (what every head needs); triplet messages and node
+        features are computed later, when a head asks for them (``predict``)."""
         species = self.species_index(batch["numbers"])  # [n_atoms]
-        ctx = self.geometry(batch)
-        src, dst = batch["edge_src"], batch["edge_dst"]
-        t_in, t_out = batch["trip_in"], batch["trip_out"]
+        geo = self.geometry(batch)
         g = self.embedding(species)  # [n_atoms, hidden]
-        m = self.edge_embedding(g, ctx["rbf"], src, dst)  # [n_edges, hidden]
-        mt = None
-        if self.needs_triplet_messages:
+        m = self.edge_embedding(g, geo["rbf"], batch["edge_src"], batch["edge_dst"])  # [n_edges, hidden]
+        m_blocks = []
+        for block in self.edge_blocks:
+            m = block(m, geo["rbf"], geo["sbf"], batch["trip_in"], batch["trip_out"])  # [n_edges, hidden]
+            m_blocks.append(m)
+        return TrunkState(batch=batch, geo=geo, species=species, g=g, m_blocks=m_blocks)
+
+    def _triplet_messages(self, state: "TrunkState") -> torch.Tensor:
+        """Triplet messages ``m_kji`` (Eqs. 15-16) from the stored edge messages of each block; cached."""
+        if state.mt is None:
+            b, geo = state.batch, state.geo
+            src, dst, t_in, t_out = b["edge_src"], b["edge_dst"], b["trip_in"], b["trip_out"]
             # triplet k->j->i: k = src of edge kj, j = its dst, i = dst of edge ji
-            mt = self.triplet_embedding(g, ctx["rbf"], ctx["sbf"], src[t_in], dst[t_in], dst[t_out], t_out)
-        for b, block in enumerate(self.edge_blocks):
-            m = block(m, ctx["rbf"], ctx["sbf"], t_in, t_out)
-            if mt is not None:
-                mt = self.triplet_blocks[b](mt, m, ctx["rbf"], ctx["sbf"], t_in, t_out)
-        ctx.update(
-            species=species, m=m, mt=mt, dst=dst, batch=batch["batch"], n_atoms=batch["n_atoms"],
-            edge_reverse=batch["edge_reverse"],
-        )
-        if self.needs_nodes:
-            ctx["h"] = self.node_output(m, ctx["rbf"], g, dst)  # [n_atoms, out_emb]
-        out = {name: head(ctx, self.config.zero_net_force) for name, head in self.heads_.items()}
+            mt = self.triplet_embedding(state.g, geo["rbf"], geo["sbf"], src[t_in], dst[t_in], dst[t_out], t_out)
+            for m, block in zip(state.m_blocks, self.triplet_blocks):
+                mt = block(mt, m, geo["rbf"], geo["sbf"], t_in, t_out)  # [n_triplets, t_hidden]
+            state.mt = mt
+        return state.mt
+
+    def _node_features(self, state: "TrunkState") -> torch.Tensor:
+        """Node features ``h_j`` of the node output block; cached."""
+        if state.h is None:
+            state.h = self.node_output(state.m_blocks[-1], state.geo["rbf"], state.g, state.batch["edge_dst"])
+        return state.h  # [n_atoms, out_emb]
+
+    def predict(self, state: "TrunkState", heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+        """Run the heads ``heads`` (default: all) on a trunk state, computing only the trunk parts they need
+        (triplet messages for non-symmetric rank-2 and rank-3 heads, node features for energy and the
+        isotropic rank-2 term). Asking again for other heads reuses what the state already holds."""
+        names = list(self.heads) if heads is None else list(heads)
+        for name in names:
+            if name not in self.heads_:
+                raise KeyError(f"model has no head {name!r}; heads: {list(self.heads)}")
+        b = state.batch
+        ctx = dict(state.geo)
+        ctx.update(species=state.species, m=state.m_blocks[-1], dst=b["edge_dst"], batch=b["batch"],
+                   n_atoms=b["n_atoms"], edge_reverse=b["edge_reverse"])
+        if any(self.heads_[n].uses_triplets for n in names):
+            ctx["mt"] = self._triplet_messages(state)
+        if any(self.heads_[n].uses_nodes for n in names):
+            ctx["h"] = self._node_features(state)
+        out = {name: self.heads_[name](ctx, self.config.zero_net_force) for name in names}
         if self.config.bec_asr and "born_effective_charges" in out:
             z = out["born_effective_charges"]  # [n_atoms, 3, 3]
-            mean = eq1_crystal_average(z, batch["batch"], batch["n_atoms"])  # [B, 3, 3]
-            out["born_effective_charges"] = z - mean[batch["batch"]]
+            mean = eq1_crystal_average(z, b["batch"], b["n_atoms"])  # [B, 3, 3]
+            out["born_effective_charges"] = z - mean[b["batch"]]
         return out
 
-    def energy_and_derivatives(self, batch: Batch, stress: bool = True) -> Dict[str, torch.Tensor]:
-        """All heads plus conservative ``forces_conservative = -dE/dr`` (eV/A) and, if ``stress``,
-        ``stress = (1/V) dE/d(strain)`` (eV/A^3, ASE sign) by autograd. Needs an energy head."""
+    def forward(self, batch: Batch, heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+        """Predict the heads ``heads`` (default: all); keys are registry property names (see the module
+        docstring for shapes). Only the trunk parts those heads need are computed."""
+        return self.predict(self.trunk(batch), heads)
+
+    def conservative(
+        self, batch: Batch, stress: bool = True, heads: Optional[Sequence[str]] = None
+    ) -> Tuple[Dict[str, torch.Tensor], "TrunkState"]:
+        """Heads ``heads`` (default: all; ``energy`` is always run) plus ``forces_conservative = -dE/dr``
+        (eV/A) and, if ``stress``, ``stress = (1/V) dE/d(strain)`` (eV/A^3, ASE sign) by autograd.
+
+        Returns the outputs and the trunk state (detached unless training), so that other heads can be run
+        later on the same geometry with ``predict``. Needs an energy head.
+        """
         if "energy" not in self.heads_:
             raise ValueError("conservative forces need a model with an 'energy' head")
+        names = list(self.heads) if heads is None else list(dict.fromkeys(["energy", *heads]))
         batch = dict(batch)
         pos = batch["positions"].detach().requires_grad_(True)
         n_struct = batch["cell"].shape[0]
@@ -530,13 +583,55 @@ class ETGNN(nn.Module):
         sym = 0.5 * (strain + strain.transpose(1, 2))  # [B, 3, 3]
         batch["positions"] = pos + torch.einsum("na,nab->nb", pos, sym[batch["batch"]])
         batch["cell"] = batch["cell"] + torch.bmm(batch["cell"], sym)
-        out = self.forward(batch)
-        grads = torch.autograd.grad(out["energy"].sum(), [pos, strain], create_graph=self.training)
+        state = self.trunk(batch)
+        out = self.predict(state, names)
+        wrt = [pos, strain] if stress else [pos]
+        grads = torch.autograd.grad(out["energy"].sum(), wrt, create_graph=self.training)
         out["forces_conservative"] = -grads[0]
         if stress:
             vol = torch.linalg.det(batch["cell"]).abs()  # [B]
             out["stress"] = grads[1] / vol.view(-1, 1, 1)
-        return out
+        if not self.training:
+            out = {k: v.detach() for k, v in out.items()}
+            state = state.detached()
+        return out, state
+
+    def energy_and_derivatives(self, batch: Batch, stress: bool = True,
+                               heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+        """``conservative`` without the trunk state: heads plus ``forces_conservative`` and ``stress``."""
+        return self.conservative(batch, stress=stress, heads=heads)[0]
+
+
+@dataclass
+class TrunkState:
+    """What ``ETGNN.trunk`` computed for one batch; ``predict`` fills ``mt`` and ``h`` when a head needs them.
+
+    Attributes:
+        batch: the collated batch (``graph.collate_graphs`` keys).
+        geo: ``ETGNN.geometry`` output (unit vectors, envelopes, radial and spherical bases).
+        species: model species index per atom [n_atoms].  g: atom embeddings [n_atoms, hidden].
+        m_blocks: edge messages after each edge block, each [n_edges, hidden].
+        mt: triplet messages [n_triplets, triplet_hidden] or None.  h: node features [n_atoms, out_emb] or None.
+    """
+
+    batch: Batch
+    geo: Dict[str, torch.Tensor]
+    species: torch.Tensor
+    g: torch.Tensor
+    m_blocks: list
+    mt: Optional[torch.Tensor] = None
+    h: Optional[torch.Tensor] = None
+
+    def detached(self) -> "TrunkState":
+        """A copy cut from the autograd graph (for heads run later without gradients)."""
+        def cut(x):
+            return None if x is None else x.detach()
+
+        return TrunkState(
+            batch={k: cut(v) for k, v in self.batch.items()}, geo={k: cut(v) for k, v in self.geo.items()},
+            species=self.species, g=cut(self.g), m_blocks=[cut(m) for m in self.m_blocks], mt=cut(self.mt),
+            h=cut(self.h),
+        )
 
 
 def _init_weights(model: nn.Module, generator: torch.Generator) -> None:

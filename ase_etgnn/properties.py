@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-__all__ = ["PropertySpec", "PROPERTIES", "get_property_spec", "TENSOR_HEADS"]
+__all__ = ["PropertySpec", "PROPERTIES", "get_property_spec", "TENSOR_HEADS", "LOSS_TARGETS", "loss_target"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ PROPERTIES: Dict[str, PropertySpec] = {
 
 #: properties that a model head predicts directly (stress only comes from a conservative energy).
 TENSOR_HEADS = ("energy", "forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor")
+
+
+#: loss terms whose prediction is not a head of the same name, mapped to the registry target they are compared
+#: with: ``forces_conservative`` (-dE/dr of the energy head) is trained against the ``forces`` labels.
+LOSS_TARGETS = {"forces_conservative": "forces"}
+
+
+def loss_target(name: str) -> str:
+    """The registry property whose labels a loss term ``name`` is compared with."""
+    return LOSS_TARGETS.get(name, name)
 
 
 def get_property_spec(name: str) -> PropertySpec:

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .properties import PROPERTIES, TENSOR_HEADS
+from .properties import LOSS_TARGETS, PROPERTIES, TENSOR_HEADS, loss_target
 
 __all__ = [
     "TrainConfig",
@@ -46,6 +46,8 @@ __all__ = [
     "train",
 ]
 
+#: training force modes (see ``TrainConfig.forces_mode``)
+FORCES_MODES = ("direct", "conservative", "joint")
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 LOG_NAME = "log.jsonl"
@@ -64,7 +66,9 @@ class TrainConfig:
         loss_weights: ``{property: weight}``; missing heads get weight 1.  ``stress`` is allowed with
             ``forces_mode="conservative"``.
         normalize_loss: divide each property's loss by its normalisation scale.
-        forces_mode: "direct" (force head, paper) or "conservative" (-dE/dr of the energy head).
+        forces_mode: "direct" (force head, paper), "conservative" (-dE/dr of the energy head) or "joint"
+            (both against the force labels: loss terms ``forces`` for the direct head and
+            ``forces_conservative`` for -dE/dr, each with its own weight; stress allowed).
         model: hyper-parameters passed to ``build_model`` (``cutoff``, ``hidden``, ``n_blocks``, ...).
         seed: model initialisation and shuffling seed.  split, split_seed: train/val/test fractions.
         split_file: JSON with ``train``/``val``/``test`` record-index lists (a run's ``split.json``, e.g.
@@ -137,14 +141,16 @@ class TrainConfig:
                 if h not in TENSOR_HEADS:
                     errs.append(f"heads: {h!r} is not a model head (choose from {list(TENSOR_HEADS)})")
         for k in self.loss_weights:
-            if k not in PROPERTIES:
+            if k not in PROPERTIES and k not in LOSS_TARGETS:
                 errs.append(f"loss_weights: unknown property {k!r} (known: {sorted(PROPERTIES)})")
             elif self.loss_weights[k] < 0:
                 errs.append(f"loss_weights: weight of {k!r} must be >= 0")
-        if "stress" in self.loss_weights and self.loss_weights["stress"] > 0 and self.forces_mode != "conservative":
-            errs.append("loss_weights: 'stress' needs forces_mode = 'conservative'")
-        if self.forces_mode not in ("direct", "conservative"):
-            errs.append(f"forces_mode must be 'direct' or 'conservative', got {self.forces_mode!r}")
+        if "stress" in self.loss_weights and self.loss_weights["stress"] > 0 and self.forces_mode == "direct":
+            errs.append("loss_weights: 'stress' needs forces_mode = 'conservative' or 'joint'")
+        if "forces_conservative" in self.loss_weights and self.forces_mode != "joint":
+            errs.append("loss_weights: 'forces_conservative' needs forces_mode = 'joint'")
+        if self.forces_mode not in FORCES_MODES:
+            errs.append(f"forces_mode must be one of {list(FORCES_MODES)}, got {self.forces_mode!r}")
         for k in ("species", "heads", "seed", "dtype", "device"):
             if k in self.model:
                 errs.append(f"model: set {k!r} at the top level, not in [model]")
@@ -436,10 +442,11 @@ def _resolve_device(name: str, local_rank: int):
 
 
 class _Predictor:
-    """Builds a callable nn.Module wrapping the model's direct or conservative prediction (for DDP)."""
+    """Builds a callable nn.Module wrapping the model's prediction for a ``forces_mode`` (for DDP): direct
+    heads; conservative (``forces`` = -dE/dr); joint (``forces`` direct, ``forces_conservative`` = -dE/dr)."""
 
     @staticmethod
-    def make(model, conservative: bool, stress: bool):
+    def make(model, forces_mode: str, stress: bool):
         import torch
 
         class Wrapper(torch.nn.Module):
@@ -448,10 +455,11 @@ class _Predictor:
                 self.model = m
 
             def forward(self, graph):
-                if not conservative:
+                if forces_mode == "direct":
                     return self.model(graph)
                 out = self.model.energy_and_derivatives(graph, stress=stress)
-                out["forces"] = out.pop("forces_conservative")
+                if forces_mode == "conservative":
+                    out["forces"] = out.pop("forces_conservative")
                 return out
 
         return Wrapper(model)
@@ -535,11 +543,12 @@ def _evaluate(wrapper, loader, weights, scales, normalize, device, dtype, heads_
             with torch.no_grad():
                 out = wrapper(batch.graph)
         for k, name in enumerate(names):
-            mask = batch.masks[name]
-            spec = PROPERTIES[name]
+            tgt = loss_target(name)
+            mask = batch.masks[tgt]
+            spec = PROPERTIES[tgt]
             n_at = batch.n_atoms if name == "energy" else None
-            _, tot, cnt = euclidean_loss(out[name].detach(), batch.targets[name], mask, n_at)
-            absdiff = (out[name].detach() - batch.targets[name]).abs().reshape(mask.shape[0], -1)
+            _, tot, cnt = euclidean_loss(out[name].detach(), batch.targets[tgt], mask, n_at)
+            absdiff = (out[name].detach() - batch.targets[tgt]).abs().reshape(mask.shape[0], -1)
             sums[k, 0] += float(tot)
             sums[k, 1] += float(cnt)
             sums[k, 2] += float((absdiff * mask.unsqueeze(-1)).sum())
@@ -562,7 +571,7 @@ def _evaluate(wrapper, loader, weights, scales, normalize, device, dtype, heads_
 
 def _fmt_epoch(rec: Mapping[str, Any], epochs: int) -> str:
     short = {"energy": "E", "forces": "F", "born_effective_charges": "Z", "dielectric_tensor": "eps",
-             "piezoelectric_tensor": "e33", "stress": "S"}
+             "piezoelectric_tensor": "e33", "stress": "S", "forces_conservative": "Fc"}
     maes = " ".join(f"{short.get(k, k)} {v:.4g}" for k, v in rec["val_mae"].items())
     if rec["train_loss"] is None:
         return (f"epoch {rec['epoch']:4d}/{epochs} (before training) val {rec['val_loss']:.4e} | val MAE {maes}"
@@ -686,7 +695,12 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             if not heads:
                 raise ValueError(f"{config.data}: the training split has no targets a head can learn")
         loss_names = [h for h in heads if h in present] if init_model is not None else list(heads)
-        if config.forces_mode == "conservative":
+        if config.forces_mode == "joint":
+            if "energy" not in heads or "forces" not in heads:
+                raise ValueError("forces_mode = 'joint' needs a model with both an energy and a forces head")
+            if "forces" in present:
+                loss_names.append("forces_conservative")
+        if config.forces_mode in ("conservative", "joint"):
             if "forces" in present and "forces" not in loss_names:
                 loss_names.append("forces")
             if config.loss_weights.get("stress", 0) > 0:
@@ -702,6 +716,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
         scales = {n: norm[n]["scale"] for n in norm}
         if "forces" in loss_names and "forces" not in scales:  # conservative forces
             scales["forces"] = compute_normalization(numbers, targets, species, ["forces"])["forces"]["scale"]
+        if "forces_conservative" in loss_names:
+            scales["forces_conservative"] = scales["forces"]
         if "stress" in loss_names:
             scales["stress"] = compute_normalization(numbers, targets, species, ["stress"]).get(
                 "stress", {"scale": 1.0})["scale"]
@@ -716,8 +732,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                                 device=device, **hyper)
             for name, nv in norm.items():
                 model.set_normalization(name, nv["scale"], nv["reference"])
-        conservative = config.forces_mode == "conservative"
-        wrapper = _Predictor.make(model, conservative, "stress" in loss_names)
+        conservative = config.forces_mode in ("conservative", "joint")
+        wrapper = _Predictor.make(model, config.forces_mode, "stress" in loss_names)
         wrapper._conservative = conservative
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -760,11 +776,11 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
 
         # ---------------------------------------------------------------- data
         dataset_kw = dict(cutoff=model.config.cutoff, triplet_cutoff=model.config.triplet_cutoff,
-                          properties=tuple(sorted(set(loss_names) | set(heads))))
+                          properties=tuple(sorted({loss_target(n) for n in loss_names} | set(heads))))
         train_ds = ETGNNDataset(config.data, indices=split["train"], **dataset_kw)
         val_idx = split["val"][rank::world]
         val_ds = ETGNNDataset(config.data, indices=val_idx, **dataset_kw) if val_idx else None
-        collate_props = tuple(sorted(set(loss_names)))
+        collate_props = tuple(sorted({loss_target(n) for n in loss_names}))
         import functools
 
         collate = functools.partial(collate_batch, dtype=dtype, properties=collate_props)
@@ -825,7 +841,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                 loss = torch.zeros((), dtype=dtype, device=device)
                 for name in loss_names:
                     n_at = batch.n_atoms if name == "energy" else None
-                    lp, _, _ = euclidean_loss(out[name], batch.targets[name], batch.masks[name], n_at)
+                    tgt = loss_target(name)
+                    lp, _, _ = euclidean_loss(out[name], batch.targets[tgt], batch.masks[tgt], n_at)
                     if config.normalize_loss:
                         lp = lp / scales[name]
                     loss = loss + weights[name] * lp

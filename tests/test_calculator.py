@@ -39,19 +39,141 @@ def test_results_match_model_and_ase_shapes(quartz_perturbed, model64, calc64):
         ["energy", "free_energy", "forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor"])
 
 
-def test_one_forward_pass_per_structure(quartz_perturbed, model64):
-    calls = []
-    calc = ETGNNCalculator(model64, dtype="float64")
-    calc.model.register_forward_hook(lambda *a: calls.append(1))
+def test_tensors_on_demand_reuse_the_trunk_and_equal_one_pass(quartz_perturbed, model64):
+    """get_forces runs the trunk and the force/energy heads only; tensors asked later on the same geometry
+    reuse the cached trunk (one trunk pass per geometry) and equal an all-heads single pass (float64)."""
+    atoms = quartz_perturbed.copy()
+    ref = predict(model64, [atoms])
+    calc = ETGNNCalculator(model64, dtype="float64", symmetrize=False)
+    trunk_calls = []
+    hooks = [calc.model.triplet_embedding.register_forward_hook(lambda *a: trunk_calls.append("triplets")),
+             calc.model.edge_embedding.register_forward_hook(lambda *a: trunk_calls.append("trunk"))]
+    atoms.calc = calc
+    f = atoms.get_forces()
+    assert sorted(calc.results) == ["energy", "forces", "free_energy"]  # no tensor head ran
+    assert trunk_calls == ["trunk"]
+    z = calc.get_property("born_effective_charges", atoms)
+    eps = calc.get_property("dielectric_tensor", atoms)
+    piezo = calc.get_property("piezoelectric_tensor", atoms)
+    assert trunk_calls == ["trunk", "triplets"]  # triplet messages once, shared by the tensor heads
+    assert calc.n_trunk_passes == 1
+    assert np.abs(f - ref["forces"]).max() < 1e-12
+    assert np.abs(z - ref["born_effective_charges"]).max() < 1e-12
+    assert np.abs(eps - ref["dielectric_tensor"][0]).max() < 1e-12
+    assert np.abs(piezo - ref["piezoelectric_tensor"][0]).max() < 1e-12
+    assert abs(atoms.get_potential_energy() - ref["energy"][0]) < 1e-9
+    atoms.positions[0, 0] += 0.01  # a new geometry: new trunk, old results gone
+    atoms.get_forces()
+    assert calc.n_trunk_passes == 2 and "born_effective_charges" not in calc.results
+    assert trunk_calls == ["trunk", "triplets", "trunk"]
+    for h in hooks:  # model64 is shared by other tests
+        h.remove()
+
+
+def test_tensors_on_demand_in_conservative_mode(quartz_perturbed):
+    model = small_model()
+    calc = ETGNNCalculator(model, dtype="float64", forces="conservative", symmetrize=False)
+    atoms = quartz_perturbed.copy()
+    atoms.calc = calc
+    f, s = atoms.get_forces(), atoms.get_stress()
+    z = calc.get_property("born_effective_charges", atoms)
+    assert calc.n_trunk_passes == 1
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    cfg = model.config
+    batch = collate_graphs([atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff)], dtype=torch.float64)
+    ref = model.energy_and_derivatives(batch)
+    assert np.abs(f - ref["forces_conservative"].numpy()).max() < 1e-12
+    assert np.abs(z - ref["born_effective_charges"].numpy()).max() < 1e-12
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    assert np.abs(s - full_3x3_to_voigt_6_stress(ref["stress"][0].numpy())).max() < 1e-12
+
+
+def test_parameters_follow_ase_convention(quartz_perturbed, model64):
+    """calc.set (or assigning a setting) discards results computed with the old setting; todict lists them."""
+    from ase.io import read as aread
+
+    from ase_etgnn.symmetry import CrystalSymmetry
+    from conftest import DATA
+
+    atoms = aread(DATA.parent.parent / "data" / "seeds" / "alpha_quartz.extxyz")
+    atoms.rattle(0.002, seed=1)  # symmetric at symprec 0.01 A, so symmetrising changes the answer
+    calc = ETGNNCalculator(small_model(seed=3), dtype="float64", symprec=0.01)
+    atoms.calc = calc
+    z_sym = calc.get_property("born_effective_charges", atoms)
+    calc.symmetrize = False  # attribute assignment goes through set()
+    assert calc.results == {}
+    z_raw = calc.get_property("born_effective_charges", atoms)
+    assert calc.todict() == {"dtype": "float64", "symmetrize": False, "symprec": 0.01}
+    sym = CrystalSymmetry.from_atoms(atoms, symprec=0.01)
+    assert np.allclose(z_sym, sym.symmetrize_atom_tensors(z_raw), atol=1e-12)
+    assert np.abs(z_sym - z_raw).max() > 1e-6  # the setting really changed the answer
+    assert calc.set(symmetrize=False) == {}  # unchanged: results kept
+    with pytest.raises(TypeError, match="unknown ETGNNCalculator parameter"):
+        calc.set(symetrize=True)
+    with pytest.raises(ValueError, match="skin"):
+        calc.set(skin=-1.0)
+    assert calc.skin == 0.5  # a rejected value is not stored
+
+
+def test_num_threads_default_and_restored(quartz_perturbed, model64, monkeypatch):
+    from ase_etgnn.calculator import default_num_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_num_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    import os
+
+    assert default_num_threads() == len(os.sched_getaffinity(0))
+    seen = []
+    calc = ETGNNCalculator(small_model(), dtype="float64", num_threads=2)
+    calc.model.edge_embedding.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
     atoms = quartz_perturbed.copy()
     atoms.calc = calc
     atoms.get_forces()
-    calc.get_property("born_effective_charges", atoms)
-    calc.get_property("dielectric_tensor", atoms)
-    assert len(calls) == 1
-    atoms.positions[0, 0] += 0.01
-    atoms.get_forces()
-    assert len(calls) == 2
+    assert seen == [2] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        ETGNNCalculator(model64, num_threads=0)
+
+
+def test_stress_in_direct_mode_names_the_option(quartz_perturbed, model64):
+    atoms = quartz_perturbed.copy()
+    atoms.calc = ETGNNCalculator(model64, dtype="float64")
+    with pytest.raises(PropertyNotImplementedError, match="forces='conservative'"):
+        atoms.get_stress()
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error(model64):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="device='cpu'"):
+        ETGNNCalculator(model64, device="cuda")
+
+
+def test_total_energy_is_summed_in_float64():
+    """A 0.5 meV change of one atom's energy in a 20,000-atom float32 total is not lost to rounding."""
+    from ase_etgnn.model import total_energy
+
+    n = 20000
+    atomic = torch.full((n,), -0.3, dtype=torch.float32)
+    ref = torch.full((n,), -433.0, dtype=torch.float32)
+    batch = torch.zeros(n, dtype=torch.long)
+    e0 = total_energy(atomic, ref, batch, 1)
+    atomic2 = atomic.clone()
+    atomic2[7] += 5e-4
+    e1 = total_energy(atomic2, ref, batch, 1)
+    assert e0.dtype == torch.float64
+    assert abs(float(e1 - e0) - 5e-4) < 1e-6
+
+
+def test_model_path_with_a_directory_never_falls_back_to_a_shipped_model(tmp_path):
+    from ase_etgnn.calculator import resolve_model_path
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model_path(tmp_path / "runs" / "mine" / "sio2.pt")
+    assert resolve_model_path("sio2.pt").name == "sio2.pt"  # a bare name is a shipped model
 
 
 def test_missing_property_raises_ase_error(quartz_perturbed):
