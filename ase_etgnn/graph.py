@@ -250,7 +250,9 @@ def _size_problem(est: GraphSizeEstimate, cutoff: float, triplet_cutoff: float) 
     )
 
 
-def check_graph_size(atoms, cutoff: float, triplet_cutoff: Optional[float] = None, skin: float = 0.0) -> GraphSizeEstimate:
+def check_graph_size(
+    atoms, cutoff: float, triplet_cutoff: Optional[float] = None, skin: float = 0.0
+) -> GraphSizeEstimate:
     """Raise ``ValueError`` saying what is probably wrong if ``atoms``' graph would be absurdly large.
 
     ``atoms_to_graph`` does this itself; this is for callers that want to check before other work.

@@ -119,7 +119,8 @@ def test_prune_graph_equals_fresh_graph(quartz_perturbed):
 
 def test_neighbour_shifts_are_integers(quartz_perturbed):
     """Issue 17 (verify): shifts are integer lattice translations, not Cartesian offsets."""
-    src, dst, shift = neighbour_edges(quartz_perturbed.positions, quartz_perturbed.cell.array, quartz_perturbed.pbc, 5.0)
+    q = quartz_perturbed
+    src, dst, shift = neighbour_edges(q.positions, q.cell.array, q.pbc, 5.0)
     assert shift.dtype == np.int64 and atoms_to_graph(quartz_perturbed, 5.0).edge_shift.dtype == np.int64
 
 
