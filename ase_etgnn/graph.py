@@ -15,6 +15,8 @@ Conventions (tested in ``tests/test_graph.py``):
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Sequence
 
@@ -30,7 +32,35 @@ __all__ = [
     "collate_graphs",
     "prune_graph",
     "validate_structure",
+    "GraphSizeEstimate",
+    "estimate_graph_size",
+    "check_graph_size",
+    "min_pair_distance",
+    "check_overlaps",
+    "OverlapWarning",
+    "MAX_EDGES",
+    "MAX_TRIPLETS",
+    "MIN_VOLUME_PER_ATOM",
+    "MIN_DISTANCE_HARD",
+    "MIN_DISTANCE_WARN",
 ]
+
+#: Refuse graphs estimated (before allocation) to have more edges / triplets than this. 5e7 edges is a
+#: 700,000-atom quartz cell at a 6 A cutoff; the model needs ~1-3 kB per triplet, so 1e8 triplets is
+#: already far beyond a large machine (the graph arrays alone take ~10 GiB while being built).
+MAX_EDGES = 50_000_000
+MAX_TRIPLETS = 100_000_000
+#: Volume per atom (A^3) below which a structure is unphysical: the densest solids have ~5.7 (diamond);
+#: alpha-quartz has 12.6. Below this the graph is refused when the cutoff sphere holds > 1000 atoms.
+MIN_VOLUME_PER_ATOM = 1.0
+#: Pair distances (A): below ``MIN_DISTANCE_HARD`` unit vectors are undefined (``check_overlaps`` raises);
+#: below ``MIN_DISTANCE_WARN`` atoms are closer than any chemical bond (H2: 0.74 A), so far outside any
+#: training data that the prediction is meaningless (``check_overlaps`` warns).
+MIN_DISTANCE_HARD = 1e-3
+MIN_DISTANCE_WARN = 0.5
+# bytes per edge / triplet while the graph arrays are built (measured peak, numpy temporaries included)
+_BYTES_PER_EDGE = 450
+_BYTES_PER_TRIPLET = 80
 
 
 @dataclass(frozen=True)
@@ -110,21 +140,130 @@ def _neighbour_cell(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cu
     if abs(np.linalg.det(cell)) > 1e-8:
         return cell
     extent = float(np.ptp(positions, axis=0).max()) + 2.0 * cutoff + 1.0 if len(positions) else 1.0
-    periodic = [cell[a] for a in range(3) if pbc[a]]
-    basis = [v / np.linalg.norm(v) for v in periodic]
     out = cell.copy()
+    for a, v in zip(_non_periodic_axes(pbc), _vacuum_directions(cell, pbc)):
+        out[a] = v * extent
+    return out
+
+
+def _non_periodic_axes(pbc: np.ndarray) -> list[int]:
+    return [a for a in range(3) if not pbc[a]]
+
+
+def _vacuum_directions(cell: np.ndarray, pbc: np.ndarray) -> list[np.ndarray]:
+    """Unit vectors, one per non-periodic axis, orthogonal to the periodic cell vectors and to each other.
+
+    Gram-Schmidt over the periodic vectors first (they need not be orthogonal: hexagonal cells are at
+    120 degrees), then over trial axes; [3] each.
+    """
+    basis: list[np.ndarray] = []
     for a in range(3):
         if pbc[a]:
-            continue
-        # orthonormal complement of what we have so far
+            v = cell[a] - sum(np.dot(cell[a], b) * b for b in basis)
+            basis.append(v / np.linalg.norm(v))  # validate_structure guarantees independence
+    out = []
+    for _ in _non_periodic_axes(pbc):
         for trial in np.eye(3):
             v = trial - sum(np.dot(trial, b) * b for b in basis)
             if np.linalg.norm(v) > 1e-3:
                 v = v / np.linalg.norm(v)
                 break
         basis.append(v)
-        out[a] = v * extent
+        out.append(v)
     return out
+
+
+@dataclass(frozen=True)
+class GraphSizeEstimate:
+    """Expected size of a structure's graph from its number density (before anything is allocated).
+
+    Attributes:
+        n_atoms: atoms in the structure.
+        volume_per_atom: A^3; along non-periodic axes the box is the atoms' extent, at least 2 cutoffs.
+        edges, triplets: expected counts (uniform density; within a factor ~2 for real solids).
+        nbytes: expected peak memory while building the graph arrays (the model needs much more).
+    """
+
+    n_atoms: int
+    volume_per_atom: float
+    edges: float
+    triplets: float
+    nbytes: float
+
+    @property
+    def mean_spacing(self) -> float:
+        """Cube root of the volume per atom, A."""
+        return self.volume_per_atom ** (1.0 / 3.0)
+
+
+def estimate_graph_size(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, triplet_cutoff: Optional[float] = None
+) -> GraphSizeEstimate:
+    """Edges ~ N * n * (4/3 pi rc^3) and triplets ~ N * k_t^2 with k_t = n * (4/3 pi rt^3), n = N / V.
+
+    ``V`` is the periodic cell's volume; along non-periodic axes the atoms' extent (at least 2 r for radius r)
+    replaces the cell vector. ``cutoff``/``triplet_cutoff`` in A (skin included); positions [N, 3], cell [3, 3].
+    """
+    positions = np.asarray(positions, dtype=float)
+    cell = np.asarray(cell, dtype=float).reshape(3, 3)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    n = len(positions)
+    rt = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+
+    def volume_per_atom(r: float) -> float:  # A^3; a finite axis spans the atoms, at least the sphere (2 r)
+        box = cell.copy()  # [3, 3]
+        for a, v in zip(_non_periodic_axes(pbc), _vacuum_directions(cell, pbc)):
+            extent = float(np.ptp(positions @ v)) if n else 0.0
+            box[a] = v * max(extent, 2.0 * r)
+        return abs(float(np.linalg.det(box))) / max(n, 1)
+
+    vpa = volume_per_atom(float(cutoff))
+    k_e = (4.0 / 3.0) * math.pi * float(cutoff) ** 3 / vpa  # expected neighbours per atom
+    k_t = (4.0 / 3.0) * math.pi * rt**3 / volume_per_atom(rt)  # within the triplet cutoff
+    if not np.any(pbc):  # a finite structure: at most N - 1 neighbours
+        k_e, k_t = min(k_e, n - 1.0), min(k_t, n - 1.0)
+    edges = n * k_e
+    triplets = n * k_t * max(k_t - 1.0, 0.0)
+    return GraphSizeEstimate(n, vpa, edges, triplets, edges * _BYTES_PER_EDGE + triplets * _BYTES_PER_TRIPLET)
+
+
+def _size_problem(est: GraphSizeEstimate, cutoff: float, triplet_cutoff: float) -> Optional[str]:
+    """The reason to refuse a graph of this estimated size, or None."""
+    dense = est.volume_per_atom < MIN_VOLUME_PER_ATOM and est.edges > 1000 * max(est.n_atoms, 1)
+    if not (dense or est.edges > MAX_EDGES or est.triplets > MAX_TRIPLETS):
+        return None
+    what = (
+        f"about {est.edges:.2g} edges and {est.triplets:.2g} triplets (cutoffs {cutoff:g} / {triplet_cutoff:g} A, "
+        f"{est.n_atoms} atoms; ~{est.nbytes / 2**30:.3g} GiB to build the graph, the model needs more)"
+    )
+    if est.volume_per_atom < MIN_VOLUME_PER_ATOM:
+        return (
+            f"the structure is unphysically dense: {est.volume_per_atom:.3g} A^3 per atom, i.e. atoms "
+            f"{est.mean_spacing:.2g} A apart on average (solids have 5-50 A^3 per atom, alpha-quartz 12.6). "
+            f"Are positions and cell in nm instead of A (ASE uses A; multiply by 10), or is the cell scaled "
+            f"wrongly? Its graph would have {what}"
+        )
+    return (
+        f"the graph is too large: {what}, above the limits of {MAX_EDGES:.2g} edges / {MAX_TRIPLETS:.2g} "
+        f"triplets (ase_etgnn.graph.MAX_EDGES / MAX_TRIPLETS). Use a smaller structure, or check the cutoffs "
+        f"and the cell ({est.volume_per_atom:.3g} A^3 per atom)"
+    )
+
+
+def check_graph_size(
+    atoms, cutoff: float, triplet_cutoff: Optional[float] = None, skin: float = 0.0
+) -> GraphSizeEstimate:
+    """Raise ``ValueError`` saying what is probably wrong if ``atoms``' graph would be absurdly large.
+
+    ``atoms_to_graph`` does this itself; this is for callers that want to check before other work.
+    Returns the estimate (``GraphSizeEstimate``). Cutoffs and skin in A.
+    """
+    tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    est = estimate_graph_size(atoms.positions, atoms.cell.array, atoms.pbc, cutoff + skin, tcut + skin)
+    problem = _size_problem(est, cutoff + skin, tcut + skin)
+    if problem:
+        raise ValueError(problem)
+    return est
 
 
 def neighbour_edges(
@@ -238,10 +377,26 @@ def atoms_to_graph(
     tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
     rc = float(cutoff) + skin
     rt = tcut + skin
+    est = estimate_graph_size(positions, cell, pbc, rc, rt)
+    problem = _size_problem(est, rc, rt)
+    if problem:
+        raise ValueError(problem)
     src, dst, shift = neighbour_edges(positions, cell, pbc, rc)
     vec = positions[dst] - positions[src] + shift @ cell  # [n_edges, 3]
     length = np.linalg.norm(vec, axis=1)  # [n_edges]
-    trip_in, trip_out = build_triplets(src, dst, shift, edge_mask=length < rt)
+    short = length < rt  # [n_edges]
+    # exact triplet count before allocating them: sum_j k_j^2 minus one back edge per short edge
+    k = np.bincount(dst[short], minlength=len(numbers))  # [n_atoms]
+    n_trip = int(np.sum(k.astype(np.float64) ** 2)) - int(short.sum())
+    if n_trip > MAX_TRIPLETS:
+        j = int(np.argmax(k))
+        raise ValueError(
+            f"the graph would have {n_trip:.3g} triplets (limit {MAX_TRIPLETS:.2g}, ase_etgnn.graph.MAX_TRIPLETS; "
+            f"~{n_trip * _BYTES_PER_TRIPLET / 2**30:.3g} GiB to build): atom {j} has {int(k[j])} neighbours within "
+            f"{rt:g} A ({est.volume_per_atom:.3g} A^3 per atom on average). Are atoms piled up, or positions "
+            f"in the wrong unit?"
+        )
+    trip_in, trip_out = build_triplets(src, dst, shift, edge_mask=short)
     return Graph(
         numbers=numbers,
         positions=positions.copy(),
@@ -284,6 +439,61 @@ def prune_graph(graph: Graph, positions: np.ndarray) -> Graph:
         trip_out=new_index[graph.trip_out[tkeep]],
         skin=0.0,
     )
+
+
+class OverlapWarning(UserWarning):
+    """Two atoms are closer than any chemical bond: the structure is outside any training data."""
+
+
+def min_pair_distance(graph: Graph, positions: Optional[np.ndarray] = None) -> tuple[float, int, int, np.ndarray]:
+    """The shortest edge of ``graph`` at ``positions`` ([n_atoms, 3], A; default ``graph.positions``).
+
+    Returns ``(distance_A, src, dst, shift)``; ``(inf, -1, -1, zeros(3))`` when there is no edge. Costs
+    one pass over the edges, so it can run every MD step on a reused (pruned) graph. Valid while
+    ``graph`` is valid at ``positions`` (built there, or with a skin and no atom moved > skin / 2):
+    any pair closer than the cutoff is then an edge.
+    """
+    pos = graph.positions if positions is None else np.asarray(positions, dtype=float)  # [n_atoms, 3]
+    if graph.n_edges == 0:
+        return math.inf, -1, -1, np.zeros(3, dtype=np.int64)
+    vec = pos[graph.edge_dst] - pos[graph.edge_src] + graph.edge_shift @ graph.cell  # [n_edges, 3]
+    d2 = np.einsum("ij,ij->i", vec, vec)  # [n_edges], A^2
+    e = int(np.argmin(d2))
+    return math.sqrt(float(d2[e])), int(graph.edge_src[e]), int(graph.edge_dst[e]), graph.edge_shift[e].copy()
+
+
+def check_overlaps(
+    graph: Graph,
+    positions: Optional[np.ndarray] = None,
+    *,
+    hard: float = MIN_DISTANCE_HARD,
+    warn: Optional[float] = MIN_DISTANCE_WARN,
+) -> float:
+    """Raise ``ValueError`` if two atoms are closer than ``hard`` (A); warn (``OverlapWarning``) below ``warn``.
+
+    ``positions`` as in ``min_pair_distance``. The message names both atoms, the periodic image and the
+    distance. Returns the shortest pair distance, A (inf without edges). ``warn=None`` never warns.
+    """
+    d, i, j, shift = min_pair_distance(graph, positions)
+    if d >= hard and (warn is None or d >= warn):
+        return d
+    if shift.any():
+        pair = f"atom {i} and the periodic image {shift.tolist()} of atom {j}" if i != j else (
+            f"atom {i} and its own periodic image {shift.tolist()}"
+        )
+    else:
+        pair = f"atoms {i} and {j}"
+    if d < hard:
+        raise ValueError(
+            f"{pair} overlap: {d:.3g} A apart (< {hard:g} A, directions undefined); fix the structure"
+        )
+    warnings.warn(
+        f"{pair} are only {d:.3g} A apart (< {warn:g} A, shorter than any chemical bond): the structure is "
+        f"outside any training data and the prediction is meaningless",
+        OverlapWarning,
+        stacklevel=2,
+    )
+    return d
 
 
 def collate_graphs(
