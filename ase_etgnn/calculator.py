@@ -27,7 +27,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .graph import Graph, atoms_to_graph, collate_graphs, prune_graph
+from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
 from .io import load_model
 from .model import ETGNN, TrunkState
 from .properties import PROPERTIES
@@ -35,9 +35,6 @@ from .properties import PROPERTIES
 __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models", "default_num_threads"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: atoms closer than this (A) are rejected: unit edge vectors are undefined
-MIN_DISTANCE = 1e-3
 
 #: properties computed together with forces (the trunk's edge part plus the energy head's node features)
 FORCE_GROUP = ("energy", "free_energy", "forces", "stress")
@@ -319,28 +316,15 @@ class ETGNNCalculator(Calculator):
                 disp = np.linalg.norm(pos - self._graph_ref_positions, axis=1).max()
                 if disp <= 0.5 * self.skin:
                     pruned = prune_graph(g, pos)
-                    self._check_distances(pruned)
+                    check_overlaps(pruned)  # raises < 1e-3 A, warns < 0.5 A, also when the graph is reused
                     return pruned
         cfg = self.model.config
         g = atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff, skin=self.skin)
         self.n_graph_builds += 1
         self._graph, self._graph_ref_positions = g, atoms.positions.copy()
         pruned = prune_graph(g, atoms.positions)
-        self._check_distances(pruned)
+        check_overlaps(pruned)
         return pruned
-
-    @staticmethod
-    def _check_distances(g: Graph) -> None:
-        if g.n_edges == 0:
-            return
-        vec = g.positions[g.edge_dst] - g.positions[g.edge_src] + g.edge_shift @ g.cell
-        d = np.linalg.norm(vec, axis=1)
-        bad = np.nonzero(d < MIN_DISTANCE)[0]
-        if len(bad):
-            e = bad[0]
-            raise ValueError(
-                f"atoms {g.edge_src[e]} and {g.edge_dst[e]} overlap (distance {d[e]:.2e} A < {MIN_DISTANCE} A)"
-            )
 
     def _get_symmetry(self, atoms):
         from .symmetry import CrystalSymmetry

@@ -417,3 +417,22 @@ def test_shipped_sio2_model_meets_its_card_on_its_test_split(tmp_path, capsys):
     assert m["forces"]["mae"] <= 0.15 and m["energy"]["mae_per_atom"] <= 0.02
     printed = capsys.readouterr().out
     assert f"MAE {1000 * m['energy']['mae_per_atom']:.4g}" in printed and "(meV/atom)" in printed
+
+
+def test_close_atoms_warn_and_overlaps_raise_also_on_a_reused_graph(quartz_perturbed, model64):
+    """Atoms 0.1 A apart warn (naming them); an atom moved onto another within skin/2 (graph reused) raises."""
+    from ase_etgnn.graph import OverlapWarning
+
+    calc = ETGNNCalculator(model64, dtype="float64", skin=4.0)
+    atoms = quartz_perturbed.copy()  # atoms 2 and 8: the shortest pair, 1.56 A
+    atoms.calc = calc
+    atoms.get_forces()
+    v = atoms.get_distance(2, 8, mic=True, vector=True)  # from 2 to 8
+    d = np.linalg.norm(v)
+    atoms.positions[2] += v * (d - 0.1) / d
+    with pytest.warns(OverlapWarning, match=r"atom 8 and the periodic image \[0, 0, 1\] of atom 2 are only 0.1 A"):
+        atoms.get_forces()
+    atoms.positions[2] += v * 0.1 / d
+    with pytest.raises(ValueError, match="overlap"):
+        atoms.get_forces()
+    assert calc.n_graph_builds == 1  # both checks ran on the reused graph
