@@ -36,7 +36,8 @@ def test_results_match_model_and_ase_shapes(quartz_perturbed, model64, calc64):
     assert atoms.calc.get_property("piezoelectric_tensor", atoms).shape == (3, 3, 3)
     assert isinstance(atoms.get_potential_energy(), float)
     assert sorted(calc64.implemented_properties) == sorted(
-        ["energy", "free_energy", "forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor"])
+        ["energy", "free_energy", "forces", "forces_conservative", "born_effective_charges", "dielectric_tensor",
+         "piezoelectric_tensor"])
 
 
 def test_tensors_on_demand_reuse_the_trunk_and_equal_one_pass(quartz_perturbed, model64):
