@@ -19,11 +19,12 @@ next run. Failed structures are moved to ``workdir/failed/<key>-<time>/`` with t
 the summary and not retried unless ``--retry-failed``; a run that leaves failed structures (now or from
 earlier runs) exits with status 1.
 
-Processes: every QE run (mpirun and its pw.x/ph.x) is started in its own session / process group and the
-whole group is stopped when the driver is interrupted (Ctrl-C, SIGTERM, SIGHUP) or a run times out, so no
-QE process outlives the job. The group id is kept in ``workdir/<key>/.qe_pgid`` while QE runs: if the driver
-itself is killed hard (SIGKILL) and its QE processes live on, a rerun sees them and leaves that structure
-alone instead of starting a second pw.x in the same folder.
+Processes: every QE run (mpirun and its pw.x/ph.x) is started in its own session and every process of that
+session is stopped when the driver is interrupted (Ctrl-C, SIGTERM, SIGHUP) or a run times out, so no QE
+process outlives the job (Open MPI puts pw.x in a process group of its own, but it stays in the session).
+The session id is kept in ``workdir/<key>/.qe_session`` while QE runs: if the driver itself is killed hard
+(SIGKILL) and its QE processes live on, a rerun sees them and leaves that structure alone instead of
+starting a second pw.x in the same folder.
 """
 from __future__ import annotations
 
@@ -234,8 +235,8 @@ def generate_structures(config: GenerationConfig) -> List[Tuple[str, int, Atoms,
 # ------------------------------------------------------------------------------------------- runner
 #: ``runner(program, input_file, output_file, cwd) -> return code``; program is "pw.x" or "ph.x".
 Runner = Callable[[str, Path, Path, Path], int]
-#: file in a structure's folder naming the process group of the QE run in progress ("host pgid")
-PGID_NAME = ".qe_pgid"
+#: file in a structure's folder naming the session of the QE run in progress ("host sid")
+SESSION_NAME = ".qe_session"
 
 
 @dataclass(frozen=True)
@@ -266,14 +267,14 @@ class QERunner:
         cwd = Path(cwd).resolve()
         launcher = [*self.mpirun, "-np", str(self.nprocs)] if self.mpirun else []
         cmd = [*launcher, program, "-in", str(Path(input_file).resolve())]
-        pgid_file = cwd / PGID_NAME
+        sid_file = cwd / SESSION_NAME
         with open(Path(output_file).resolve(), "w") as out:
             # own session: a signal to the driver's terminal group does not reach QE directly; the
             # driver stops the whole group itself (below), whatever made it leave
             proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
             try:
-                pgid_file.write_text(f"{socket.gethostname()} {proc.pid}\n")
+                sid_file.write_text(f"{socket.gethostname()} {proc.pid}\n")  # session id = its leader's pid
                 try:
                     return proc.wait(timeout=self.timeout_s)
                 except subprocess.TimeoutExpired:
@@ -286,44 +287,50 @@ class QERunner:
             finally:
                 if proc.poll() is not None:
                     with contextlib.suppress(OSError):
-                        pgid_file.unlink()
+                        sid_file.unlink()
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while process group ``pgid`` has a member that is not a zombie (zombies count as gone: a
-    container's pid 1 may never reap orphans)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _session_pids(sid: int) -> List[int]:
+    """Live (not zombie) processes of session ``sid`` (Linux ``/proc``; elsewhere ``[sid]`` while it lives).
+    Zombies count as gone: a container's pid 1 may never reap orphans."""
     proc = Path("/proc")
-    if not proc.is_dir():  # pragma: no cover - not Linux: trust kill(0)
-        return True
+    if not proc.is_dir():  # pragma: no cover - not Linux
+        try:
+            os.kill(sid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [sid]
+    pids = []
     for d in proc.iterdir():
         if not d.name.isdigit():
             continue
         try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()  # state ppid pgrp ...
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
         except (OSError, IndexError):
             continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            pids.append(int(d.name))
+    return pids
 
 
 def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM to ``proc``'s process group (mpirun passes it on to pw.x), SIGKILL after ``grace_s``."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+    """Stop the QE run ``proc`` (a session leader): SIGTERM to its process group (mpirun passes it on to
+    pw.x), after ``grace_s`` SIGKILL to every process left in its session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    for wait_s, last in ((grace_s, False), (5.0, True)):
         t_end = time.monotonic() + wait_s
         while time.monotonic() < t_end:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.1)
-            if proc.poll() is not None and not _group_alive(proc.pid):
+            if proc.poll() is not None and not _session_pids(proc.pid):
                 return
+        if not last:
+            for pid in _session_pids(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -336,7 +343,7 @@ class Interrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def interrupt_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """Turn ``signums`` into :class:`Interrupted` exceptions (like Ctrl-C), so that QE process groups are
+    """Turn ``signums`` into :class:`Interrupted` exceptions (like Ctrl-C), so that QE processes are
     stopped and locks released on the way out; previous handlers are restored afterwards."""
     def handler(signum, frame):  # noqa: ARG001
         raise Interrupted(signum)
@@ -463,12 +470,12 @@ def _acquire_lock(lock: Path) -> bool:
 
 
 def _orphaned_qe(sdir: Path) -> Optional[int]:
-    """Process group id of a QE run still alive in ``sdir`` (from ``sdir/.qe_pgid``) on this host, else None."""
+    """Session id of a QE run still alive in ``sdir`` (from ``sdir/.qe_session``) on this host, else None."""
     try:
-        host, pgid = (sdir / PGID_NAME).read_text().split()[:2]
+        host, sid = (sdir / SESSION_NAME).read_text().split()[:2]
     except (OSError, ValueError):
         return None
-    return int(pgid) if host == socket.gethostname() and _group_alive(int(pgid)) else None
+    return int(sid) if host == socket.gethostname() and _session_pids(int(sid)) else None
 
 
 def _release_lock(lock: Path) -> None:
@@ -629,8 +636,8 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
             summary.skipped_locked.append(key)
             orphan = _orphaned_qe(sdir)
             if orphan is not None:
-                log(f"[dfpt] {key}: QE processes of an earlier job (process group {orphan}) still run in {sdir}; "
-                    f"skipped (wait for them, or stop them with: kill -- -{orphan})")
+                log(f"[dfpt] {key}: QE processes of an earlier job (session {orphan}) still run in {sdir}; "
+                    f"skipped (wait for them, or stop them with: pkill -s {orphan})")
             else:
                 log(f"[dfpt] {key}: locked by another job, skipped")
             continue

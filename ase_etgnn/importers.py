@@ -189,8 +189,9 @@ def check_extxyz(path: str) -> int:
 
     ASE silently drops a frame cut inside its header or atom lines and stores a number cut in the last
     line as read.  Here every frame must have its atom count, a comment line and exactly that many atom
-    lines, each with the number of columns its ``Properties`` declare (default ``species:S:1:pos:R:3``)
-    and numbers in real/integer columns; the file must end with a newline.  ``ValueError`` names the
+    lines, each with the number of columns its ``Properties`` declare (without ``Properties``: at least
+    species and x y z, and as many as the frame's first atom line) and numbers in real/integer columns; the
+    file must end with a newline.  ``ValueError`` names the
     file, the frame (from 0), the atom and the line (from 1).
     """
     from ase.io.extxyz import key_val_str_to_dict
@@ -218,20 +219,27 @@ def check_extxyz(path: str) -> int:
             raise ValueError(f"{path}: frame {frame} (line {i + 2}): unreadable comment line ({exc})") from None
         props = str(info.get("Properties", "species:S:1:pos:R:3")).split(":")
         cols: List[Tuple[str, str]] = []
-        for k in range(0, len(props) - 2, 3):
-            cols += [(props[k], props[k + 1].upper())] * int(props[k + 2])
+        try:
+            for k in range(0, len(props) - 2, 3):
+                cols += [(props[k], props[k + 1].upper())] * int(props[k + 2])
+        except ValueError:
+            raise ValueError(f"{path}: frame {frame} (line {i + 2}): unreadable Properties "
+                             f"{':'.join(props)!r}") from None
         first = i + 2
         n_present = complete if lines[-1] == "" else len(lines)  # lines with content or a newline
         if first + n_atoms > n_present:
             raise ValueError(f"{path}: frame {frame} (line {i + 1}): truncated: the header says {n_atoms} atoms "
                              f"but the file ends after {max(0, n_present - first)} atom lines")
+        declared = "Properties" in info  # without it ASE reads species and pos and ignores further columns
+        n_cols = len(cols) if declared or n_atoms == 0 else max(len(cols), len(lines[first].split()))
         for a in range(n_atoms):
             j = first + a
             tok = lines[j].split()
             at = f"{path}: frame {frame}, atom {a} (line {j + 1})"
-            if len(tok) != len(cols):
-                raise ValueError(f"{at}: {len(tok)} columns, expected {len(cols)} from Properties "
-                                 f"{':'.join(props)} (line cut or malformed?)")
+            if len(tok) != n_cols:
+                raise ValueError(f"{at}: {len(tok)} columns, expected {n_cols} "
+                                 + (f"from Properties {':'.join(props)}" if declared else "like the frame's first atom")
+                                 + " (line cut or malformed?)")
             for t, (cname, ctype) in zip(tok, cols):
                 if ctype in ("R", "I"):
                     try:

@@ -22,8 +22,17 @@ from ase_etgnn import dfpt
 ROOT = Path(__file__).resolve().parents[1]
 EX = Path(__file__).parent / "data" / "qe_sio2_example"
 
-# mpirun stand-in: drops its options and runs the program as a child (a process tree, like Open MPI)
-FAKE_MPIRUN = '#!/bin/sh\nwhile [ "$1" != -np ]; do shift; done\nshift 2\n"$@"\nexit $?\n'
+# mpirun stand-in: drops its options and runs the program as a child in a process group of its own (as
+# Open MPI does), passing SIGTERM/SIGINT on to it
+FAKE_MPIRUN = """#!/bin/sh
+while [ "$1" != -np ]; do shift; done
+shift 2
+set -m
+"$@" &
+child=$!
+trap 'kill -TERM -$child; wait $child; exit 143' TERM INT
+wait $child
+"""
 
 
 def _bin(tmp_path: Path, pw: str) -> Path:
@@ -132,7 +141,7 @@ def test_interrupting_the_driver_stops_its_qe_processes(tmp_path, sig):
     try:
         _wait_for(pids / "child")
         sdir = tmp_path / "work" / "ex-1-0"
-        assert (sdir / ".lock").exists() and (sdir / dfpt.PGID_NAME).exists()
+        assert (sdir / ".lock").exists() and (sdir / dfpt.SESSION_NAME).exists()
         drv.send_signal(sig)
         out, err = drv.communicate(timeout=60)
     finally:
@@ -148,7 +157,7 @@ def test_interrupting_the_driver_stops_its_qe_processes(tmp_path, sig):
     while not all(_dead(int((pids / n).read_text())) for n in ("pw", "child")) and time.monotonic() < t_end:
         time.sleep(0.05)
     assert all(_dead(int((pids / n).read_text())) for n in ("pw", "child")), "QE processes outlived the driver"
-    assert not (sdir / ".lock").exists() and not (sdir / dfpt.PGID_NAME).exists()
+    assert not (sdir / ".lock").exists() and not (sdir / dfpt.SESSION_NAME).exists()
 
 
 def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
@@ -164,11 +173,11 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
     drv = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     sdir = tmp_path / "work" / "ex-1-0"
-    pgid = None
+    sid = None
     try:
         _wait_for(pids / "pw")
-        _wait_for(sdir / dfpt.PGID_NAME)
-        pgid = int((sdir / dfpt.PGID_NAME).read_text().split()[1])
+        _wait_for(sdir / dfpt.SESSION_NAME)
+        sid = int((sdir / dfpt.SESSION_NAME).read_text().split()[1])
         drv.kill()
         drv.wait(timeout=30)
         assert not _dead(int((pids / "pw").read_text()))  # orphaned, still computing
@@ -184,18 +193,16 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
         logs = []
         s = dfpt.run_generation(cfg, runner=runner, check_pseudos=False, log=logs.append)
         assert calls == [] and s.skipped_locked == ["ex-1-0"]
-        assert any(f"process group {pgid}" in m and "still run" in m for m in logs), logs
+        assert any(f"session {sid}" in m and "still run" in m for m in logs), logs
     finally:
         if drv.poll() is None:
             drv.kill()
             drv.wait()
         if (pids / "pw").exists() and not _dead(int((pids / "pw").read_text())):
             os.kill(int((pids / "pw").read_text()), signal.SIGKILL)  # our fake pw.x only
-        if pgid is not None and pgid != os.getpgid(0):
-            try:
-                os.killpg(pgid, signal.SIGKILL)  # our fake mpirun's group only
-            except ProcessLookupError:
-                pass
+        if sid is not None and sid != os.getsid(0):
+            for pid in dfpt._session_pids(sid):  # our fake mpirun's session only
+                os.kill(pid, signal.SIGKILL)
     t_end = time.monotonic() + 10
     while not _dead(int((pids / "pw").read_text())) and time.monotonic() < t_end:
         time.sleep(0.05)
