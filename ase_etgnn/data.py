@@ -316,17 +316,16 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
             with contextlib.suppress(OSError):
                 os.remove(stale)
         exists = os.path.exists(path)
+        image: Optional[bytes] = None
         if exists:
             _open_read(path).close()  # refuse to append to a corrupt / foreign file
             with open(path, "rb") as fh:
-                image = io.BytesIO(fh.read())
-        else:
-            image = io.BytesIO()
-        # HDF5 works on the in-memory image only: a write error (full disk) then surfaces as a plain
+                image = fh.read()
+        # HDF5 works on an in-memory image only: a write error (full disk) then surfaces as a plain
         # OSError from Python below, never inside the HDF5 library (which floods stderr and can crash)
         indices: List[int] = []
-        with (h5py.File(image, "r+") if exists else h5py.File(image, "w", libver=("v110", "latest"))) as f:
-            if not exists:
+        with _in_memory(image) as f:
+            if image is None:
                 _init_file(f)
             names = _complete_names(f)
             keys = {_record_key(f[_RECORDS][n], path, n) for n in names}
@@ -340,12 +339,14 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
                 keys.add(rec.key)
                 indices.append(n_complete)
                 n_complete += 1
+            f.flush()
+            new_image = f.id.get_file_image()
         if not indices and exists:
             return indices  # only duplicates: nothing to write
         fd, tmp = _create_tmp(directory, base)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(image.getbuffer())
+                fh.write(new_image)
                 fh.flush()
                 os.fsync(fh.fileno())
             if exists:
@@ -356,12 +357,21 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             if isinstance(exc, OSError):
-                size = image.getbuffer().nbytes
+                size = len(new_image)
                 raise OSError(exc.errno, f"{path}: cannot append {len(indices)} records: {exc.strerror} while "
                               f"writing a {size / 1e6:.3g} MB copy in {directory} (needs that much free space); "
                               f"the data set is unchanged") from None
             raise
     return indices
+
+
+def _in_memory(image: Optional[bytes]):
+    """An HDF5 file held in memory, opened read-write: a copy of ``image``, or a new empty file."""
+    h5py = _h5py()
+    if hasattr(h5py.File, "in_memory"):  # h5py >= 3.12: core driver, fast
+        return h5py.File.in_memory(image) if image is not None else h5py.File.in_memory(libver=("v110", "latest"))
+    bio = io.BytesIO(image or b"")  # older h5py: file-like object driver
+    return h5py.File(bio, "r+") if image is not None else h5py.File(bio, "w", libver=("v110", "latest"))
 
 
 def _create_tmp(directory: str, base: str) -> Tuple[int, str]:
@@ -580,7 +590,9 @@ class ETGNNDataset:
             try:
                 names = [names[int(i)] for i in indices]
             except IndexError:
-                raise IndexError(f"{self.path}: an index in `indices` is out of range ({len(names)} records)") from None
+                bad = [int(i) for i in indices if not -len(names) <= int(i) < len(names)]
+                raise IndexError(f"{self.path}: indices {bad[:5]} are out of range ({len(names)} records); was the "
+                                 "split made for another data set?") from None
         self._names: Tuple[str, ...] = tuple(names)
         self.cache_graphs = bool(cache_graphs)
         self._graph_fn = graph_fn

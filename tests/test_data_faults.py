@@ -238,3 +238,14 @@ def test_training_on_a_damaged_record_names_it(tmp_path, capsys):
                "--set", "model.hidden=8", "--set", "progress=false"])
     err = capsys.readouterr().err
     assert rc == 2 and "record 'r0000000" in err and "(key 'k" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_append_without_h5py_in_memory_files(tmp_path, monkeypatch):
+    """h5py < 3.12 has no File.in_memory: appends go through a BytesIO file object instead."""
+    path = tmp_path / "d.h5"
+    append_records(path, _items(2, 0))
+    monkeypatch.delattr(h5py.File, "in_memory")
+    append_records(path, _items(2, 1))
+    append_records(tmp_path / "new.h5", _items(1, 2))
+    assert count_records(path) == 4 and count_records(tmp_path / "new.h5") == 1
+    assert read_record(path, 3)[2]["i"] == 1
