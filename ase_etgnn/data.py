@@ -18,7 +18,7 @@ library in a broken state), writes the new image to a temporary file in the same
 old or the new file, never a half-written record, and a crash or a full disk can never damage earlier
 records.  A symlinked ``path`` is resolved once: the lock and the write go to the link's target and the
 link stays a link.  The ``complete`` attribute is written last inside a record; readers ignore records
-without it.  Memory: an append holds the whole file in memory (twice, briefly).
+without it.  Memory: an append holds the whole file in memory (up to three copies, briefly).
 
 Readers never keep an HDF5 handle in the parent process: :class:`ETGNNDataset` opens the file lazily in
 each process (DataLoader worker) that reads from it.
