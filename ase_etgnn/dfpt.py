@@ -317,7 +317,16 @@ def _session_pids(sid: int) -> List[int]:
 
 def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """Stop the QE run ``proc`` (a session leader): SIGTERM to its process group (mpirun passes it on to
-    pw.x), after ``grace_s`` SIGKILL to every process left in its session."""
+    pw.x), after ``grace_s`` SIGKILL to every process left in its session.  Interrupted again meanwhile
+    (a second Ctrl-C), it kills at once and re-raises."""
+    try:
+        _stop_session(proc, grace_s)
+    except KeyboardInterrupt:
+        _stop_session(proc, 0.0)
+        raise
+
+
+def _stop_session(proc: subprocess.Popen, grace_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     for wait_s, last in ((grace_s, False), (5.0, True)):

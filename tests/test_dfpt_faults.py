@@ -24,14 +24,21 @@ EX = Path(__file__).parent / "data" / "qe_sio2_example"
 
 # mpirun stand-in: drops its options and runs the program as a child in a process group of its own (as
 # Open MPI does), passing SIGTERM/SIGINT on to it
-FAKE_MPIRUN = """#!/bin/sh
-while [ "$1" != -np ]; do shift; done
-shift 2
-set -m
-"$@" &
-child=$!
-trap 'kill -TERM -$child; wait $child; exit 143' TERM INT
-wait $child
+FAKE_MPIRUN = f"""#!{sys.executable}
+import os, signal, subprocess, sys
+args = sys.argv[1:]
+child = subprocess.Popen(args[args.index("-np") + 2:], preexec_fn=os.setpgrp)
+
+
+def forward(signum, frame):
+    os.killpg(child.pid, signal.SIGTERM)
+    child.wait()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, forward)
+signal.signal(signal.SIGINT, forward)
+sys.exit(child.wait())
 """
 
 
@@ -209,3 +216,25 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
     (sdir / ".lock").write_text(f"{socket.gethostname()} 999999999\n")  # still the dead driver's lock
     s = dfpt.run_generation(cfg, runner=lambda *a: 1, check_pseudos=False, log=lambda m: None)
     assert s.skipped_locked == [] and list(s.failed) == ["ex-1-0"]  # taken over once the group is gone
+
+
+def test_stop_group_kills_a_session_that_ignores_sigterm(tmp_path):
+    """A pw.x that ignores SIGTERM, in a process group of its own (as Open MPI starts it), is killed after
+    the grace time: every process of the session goes."""
+    pidfile = tmp_path / "pid"
+    leader = ("import os, subprocess, sys\n"
+              "c = subprocess.Popen(['/bin/sh', '-c', \"trap '' TERM; exec sleep 300\"], preexec_fn=os.setpgrp)\n"
+              f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+              "c.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", leader], start_new_session=True)
+    try:
+        _wait_for(pidfile, 30)
+        child = int(pidfile.read_text())
+        assert os.getpgid(child) != proc.pid and os.getsid(child) == proc.pid
+        t0 = time.monotonic()
+        dfpt._stop_group(proc, grace_s=0.5)
+        assert time.monotonic() - t0 < 10
+        assert proc.poll() is not None and _dead(child) and dfpt._session_pids(proc.pid) == []
+    finally:
+        for pid in dfpt._session_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
