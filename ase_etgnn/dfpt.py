@@ -353,12 +353,15 @@ class Interrupted(KeyboardInterrupt):
 @contextlib.contextmanager
 def interrupt_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """Turn ``signums`` into :class:`Interrupted` exceptions (like Ctrl-C), so that QE processes are
-    stopped and locks released on the way out; previous handlers are restored afterwards."""
+    stopped and locks released on the way out; ignored signals (``nohup``) stay ignored; previous handlers
+    are restored afterwards."""
     def handler(signum, frame):  # noqa: ARG001
         raise Interrupted(signum)
 
     previous = {}
     for sig in signums:
+        if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. SIGHUP under nohup: stays ignored
+            continue
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             previous[sig] = signal.signal(sig, handler)
     try:

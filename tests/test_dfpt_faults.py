@@ -238,3 +238,18 @@ def test_stop_group_kills_a_session_that_ignores_sigterm(tmp_path):
     finally:
         for pid in dfpt._session_pids(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_signals_become_interrupts_but_nohup_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with dfpt.interrupt_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+            with pytest.raises(dfpt.Interrupted) as exc:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            assert exc.value.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
