@@ -358,7 +358,7 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
                 os.remove(tmp)
             if isinstance(exc, OSError):
                 size = len(new_image)
-                raise OSError(exc.errno, f"{path}: cannot append {len(indices)} records: {exc.strerror} while "
+                raise OSError(exc.errno, f"{path}: cannot append {len(indices)} records: {exc.strerror or exc} while "
                               f"writing a {size / 1e6:.3g} MB copy in {directory} (needs that much free space); "
                               f"the data set is unchanged") from None
             raise

@@ -187,12 +187,12 @@ def expand_paths(paths: Sequence[str], explicit: Optional[set] = None) -> List[s
 def check_extxyz(path: str) -> int:
     """Check that an (extended) XYZ file is complete before ASE reads it; returns the number of frames.
 
-    ASE silently drops a frame cut inside its header or atom lines and stores a number cut in the last
-    line as read.  Here every frame must have its atom count, a comment line and exactly that many atom
-    lines, each with the number of columns its ``Properties`` declare (without ``Properties``: at least
-    species and x y z, and as many as the frame's first atom line) and numbers in real/integer columns; the
-    file must end with a newline.  ``ValueError`` names the
-    file, the frame (from 0), the atom and the line (from 1).
+    Depending on where a file was cut, ASE drops the partial frame silently or fails without naming the
+    frame, and it stores a number cut in the last line as read.  Here every frame must have its atom
+    count, a comment line and exactly that many atom lines, each with the number of columns its
+    ``Properties`` declare (without ``Properties``: at least species and x y z, and as many as the frame's
+    first atom line) and numbers in real/integer columns; the file must end with a newline.
+    ``ValueError`` names the file, the frame (from 0), the atom and the line (from 1).
     """
     from ase.io.extxyz import key_val_str_to_dict
 

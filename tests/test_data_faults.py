@@ -227,7 +227,8 @@ def test_damaged_records_are_named_and_info_lists_the_rest(tmp_path, capsys):
     assert [(b["record"], b["key"]) for b in s["bad_records"]] == [("r00000001", "k1"), ("r00000002", "k2")]
     assert main(["dataset", "info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "2 damaged records" in out and "BAD record 'r00000001' (key 'k1')" in out and "'positions' has shape (5, 3)" in out
+    assert "2 damaged records" in out and "BAD record 'r00000001' (key 'k1')" in out
+    assert "'positions' has shape (5, 3)" in out
     assert "energy" in out  # the rest is still listed
     assert record_keys(path) == {"k0", "k1", "k2", "k3"}
 

@@ -129,6 +129,7 @@ def test_a_split_from_another_data_set_is_one_clear_line(small_data, tmp_path, c
     assert rc == 2 and len(err) == 1, err
     assert "other_split.json" in err[0] and "small.h5" in err[0] and "8 records" in err[0]
     assert "another data set" in err[0]
-    with pytest.raises(ValueError, match=r"split_file s\.json: 'val' has indices outside the dataset's 5 records \(d\.h5\)"):
+    with pytest.raises(ValueError,
+                       match=r"split_file s\.json: 'val' has indices outside the dataset's 5 records \(d\.h5\)"):
         check_split_fits({"train": [0, 1], "val": [5], "test": []}, 5, "s.json", "d.h5")
     check_split_fits({"train": [0, 1], "val": [2], "test": []}, 5, "s.json", "d.h5")  # fewer records: fine
