@@ -33,7 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if val is not None:
             over[key] = val
     config = load_train_config(args.config, over)
-    train(config, resume=args.resume)
+    train(config, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -107,6 +107,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
           f"({aps['min']}-{aps['max']} per structure)")
     if s["n_incomplete_records"]:
         print(f"  {s['n_incomplete_records']} incomplete records are ignored")
+    if s["bad_records"]:
+        print(f"  {len(s['bad_records'])} damaged records (left out of the counts below; training and "
+              "evaluation refuse them):")
+        for b in s["bad_records"]:
+            print(f"    BAD {b['error'].replace(s['path'] + ': ', '', 1)}")
     print("  structures per target:")
     for k, v in s["per_target"].items():
         print(f"    {k:24s} {v}")
@@ -125,7 +130,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     prov = [p for _, _, p in iter_records(args.data, properties=())]
     n = len(prov)
     groups = [str(p.get(args.by, "-")) for p in prov] if args.by else None
-    previous = load_split(args.extend, n) if args.extend else {}
+    previous = load_split(args.extend, n, args.data) if args.extend else {}
     split = extend_split(previous, n, args.fractions, args.seed, groups)
     with open(args.output, "w") as fh:
         json.dump(split, fh)
@@ -154,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUTPUT_DIR that holds a run: its files move to OUTPUT_DIR/replaced-<time>/")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics (MAE, RMSE, Fnorm, EwT) and parity plots of a model on a dataset")
@@ -207,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         print(f"etgnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -12,10 +12,13 @@ File layout (format version 1, documented in ``docs/dataset_format.md``)::
         targets/<name>    float64  registry units (``ase_etgnn.properties``); absent = missing
 
 Writes are crash-safe: :func:`append_record` takes an exclusive ``fcntl.flock`` on ``path + ".lock"``,
-copies the file to a temporary file in the same directory, appends there, flushes, fsyncs and
+reads the file into memory, appends there (HDF5 never writes to disk, so a full disk cannot leave the
+library in a broken state), writes the new image to a temporary file in the same directory, fsyncs it and
 ``os.replace``-s it over the original (an atomic rename on POSIX).  A reader therefore sees either the
-old or the new file, never a half-written record, and a crash can never damage earlier records.  The
-``complete`` attribute is written last inside a record; readers ignore records without it.
+old or the new file, never a half-written record, and a crash or a full disk can never damage earlier
+records.  A symlinked ``path`` is resolved once: the lock and the write go to the link's target and the
+link stays a link.  The ``complete`` attribute is written last inside a record; readers ignore records
+without it.  Memory: an append holds the whole file in memory (up to three copies, briefly).
 
 Readers never keep an HDF5 handle in the parent process: :class:`ETGNNDataset` opens the file lazily in
 each process (DataLoader worker) that reads from it.
@@ -26,10 +29,11 @@ import contextlib
 import fcntl
 import glob
 import hashlib
+import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -64,7 +68,9 @@ class DatasetFormatError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- validation
-def _as_float_array(value: Any, where: str) -> np.ndarray:
+def _as_float_array(value: Any, where: str, per_atom: bool = False) -> np.ndarray:
+    """``value`` as float64 (unchanged values); ``ValueError`` naming ``where`` (and the atom when
+    ``per_atom``: axis 0 counts atoms) for non-numeric or non-finite entries."""
     try:
         arr = np.asarray(value)
     except Exception as exc:  # pragma: no cover - exotic inputs
@@ -74,22 +80,24 @@ def _as_float_array(value: Any, where: str) -> np.ndarray:
     arr = arr.astype(np.float64)  # lossless for float16/32/64 and ints < 2**53
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))
-        raise ValueError(f"{where}: contains NaN or inf at index {tuple(bad[0])} ({len(bad)} bad values)")
+        at = (f"atom {bad[0][0]}" + (f", component {tuple(int(i) for i in bad[0][1:])}" if arr.ndim > 1 else "")
+              if per_atom and arr.ndim >= 1 else f"index {tuple(int(i) for i in bad[0])}")
+        raise ValueError(f"{where}: contains NaN or inf at {at} ({len(bad)} bad values)")
     return arr
 
 
 def validate_targets(targets: Mapping[str, Any], n_atoms: int, where: str = "targets") -> Dict[str, np.ndarray]:
     """Check names, shapes and finiteness of ``targets``; return float64 copies (values unchanged).
 
-    Raises ``ValueError`` naming ``where`` and the offending target.
+    Raises ``ValueError`` naming ``where``, the offending target and, for per-atom targets, the atom.
     """
     out: Dict[str, np.ndarray] = {}
     for name, value in targets.items():
         if name not in PROPERTIES:
             raise ValueError(f"{where}: unknown target {name!r}; known targets: {sorted(PROPERTIES)}")
         spec = PROPERTIES[name]
-        arr = _as_float_array(value, f"{where}: target {name!r}")
         expected = spec.shape(n_atoms)
+        arr = _as_float_array(value, f"{where}: target {name!r}", per_atom=spec.per_atom)
         if arr.shape != expected:
             raise ValueError(
                 f"{where}: target {name!r} has shape {arr.shape}, expected {expected} ({spec.units}"
@@ -105,7 +113,7 @@ def _validate_atoms(atoms, where: str) -> Tuple[np.ndarray, np.ndarray, np.ndarr
         raise ValueError(f"{where}: structure has no atoms")
     if np.any(numbers <= 0) or np.any(numbers > 118):
         raise ValueError(f"{where}: invalid atomic numbers {sorted(set(numbers.tolist()))}")
-    positions = _as_float_array(atoms.get_positions(), f"{where}: positions")
+    positions = _as_float_array(atoms.get_positions(), f"{where}: positions", per_atom=True)
     cell = _as_float_array(np.asarray(atoms.get_cell()), f"{where}: cell")
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
     if pbc.all() and abs(np.linalg.det(cell)) < 1e-12:
@@ -123,14 +131,15 @@ def _content_key(numbers, positions, cell, pbc, targets: Mapping[str, np.ndarray
     return "sha1:" + h.hexdigest()
 
 
-def content_key(atoms, targets: Mapping[str, Any]) -> str:
+def content_key(atoms, targets: Mapping[str, Any], where: str = "content_key") -> str:
     """The default record key: SHA1 of the structure and targets exactly as they would be stored.
 
     Two records with equal keys hold identical numbers; importers use it to skip duplicates whatever key
-    the copy already in a data set was stored under.
+    the copy already in a data set was stored under.  ``where`` (e.g. ``"a.xyz frame 3"``) starts the
+    message of a validation error.
     """
-    numbers, positions, cell, pbc = _validate_atoms(atoms, "content_key")
-    return _content_key(numbers, positions, cell, pbc, validate_targets(targets, len(numbers), "content_key"))
+    numbers, positions, cell, pbc = _validate_atoms(atoms, where)
+    return _content_key(numbers, positions, cell, pbc, validate_targets(targets, len(numbers), where))
 
 
 # ------------------------------------------------------------------------------------------ file open
@@ -181,6 +190,14 @@ def _complete_names(f) -> List[str]:
     names = [n for n in grp.keys() if bool(grp[n].attrs.get("complete", False))]
     names.sort()
     return names
+
+
+def _record_key(g, path: str, name: str) -> str:
+    """The ``key`` attribute of record group ``g`` (``DatasetFormatError`` naming the record if absent)."""
+    try:
+        return _attr_str(g.attrs["key"])
+    except Exception as exc:
+        raise DatasetFormatError(f"{path}: record {name!r}: no readable 'key' attribute ({exc})") from None
 
 
 def _attr_str(value) -> str:
@@ -284,7 +301,8 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
     """
     if on_duplicate not in ("error", "skip"):
         raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
-    path = os.path.abspath(os.fspath(path))
+    # a symlink is resolved once: lock and write go to its target, the link itself is kept
+    path = os.path.realpath(os.fspath(path))
     prepared = [
         _prepare(atoms, targets, prov, key, f"{path}: new record " + (repr(key) if key else f"#{i}"))
         for i, (atoms, targets, prov, key) in enumerate(items)
@@ -297,44 +315,73 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
         for stale in glob.glob(os.path.join(directory, f".{base}.*.tmp")):  # left by a crashed writer
             with contextlib.suppress(OSError):
                 os.remove(stale)
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            if os.path.exists(path):
-                _open_read(path).close()  # refuse to append to a corrupt / foreign file
-                shutil.copyfile(path, tmp)
-                f = h5py.File(tmp, "r+")
-            else:
-                f = h5py.File(tmp, "w", libver=("v110", "latest"))
+        exists = os.path.exists(path)
+        image: Optional[bytes] = None
+        if exists:
+            _open_read(path).close()  # refuse to append to a corrupt / foreign file
+            with open(path, "rb") as fh:
+                image = fh.read()
+        # HDF5 works on an in-memory image only: a write error (full disk) then surfaces as a plain
+        # OSError from Python below, never inside the HDF5 library (which floods stderr and can crash)
+        indices: List[int] = []
+        with _in_memory(image) as f:
+            if image is None:
                 _init_file(f)
-            indices: List[int] = []
-            with f:
-                names = _complete_names(f)
-                keys = {_attr_str(f[_RECORDS][n].attrs["key"]) for n in names}
-                n_complete = len(names)
-                for rec in prepared:
-                    if rec.key in keys:
-                        if on_duplicate == "skip":
-                            continue
-                        raise ValueError(f"{path}: a record with key {rec.key!r} already exists")
-                    _write_record(f, rec)
-                    keys.add(rec.key)
-                    indices.append(n_complete)
-                    n_complete += 1
-                f.flush()
-            with open(tmp, "rb+") as fh:
+            names = _complete_names(f)
+            keys = {_record_key(f[_RECORDS][n], path, n) for n in names}
+            n_complete = len(names)
+            for rec in prepared:
+                if rec.key in keys:
+                    if on_duplicate == "skip":
+                        continue
+                    raise ValueError(f"{path}: a record with key {rec.key!r} already exists")
+                _write_record(f, rec)
+                keys.add(rec.key)
+                indices.append(n_complete)
+                n_complete += 1
+            f.flush()
+            new_image = f.id.get_file_image()
+        if not indices and exists:
+            return indices  # only duplicates: nothing to write
+        fd, tmp = _create_tmp(directory, base)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(new_image)
+                fh.flush()
                 os.fsync(fh.fileno())
-            if os.path.exists(path):
+            if exists:
                 shutil.copymode(path, tmp)
-            else:
-                os.chmod(tmp, 0o644)
             os.replace(tmp, path)
             _fsync_dir(directory)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+            if isinstance(exc, OSError):
+                size = len(new_image)
+                raise OSError(exc.errno, f"{path}: cannot append {len(indices)} records: {exc.strerror or exc} while "
+                              f"writing a {size / 1e6:.3g} MB copy in {directory} (needs that much free space); "
+                              f"the data set is unchanged") from None
             raise
     return indices
+
+
+def _in_memory(image: Optional[bytes]):
+    """An HDF5 file held in memory, opened read-write: a copy of ``image``, or a new empty file."""
+    h5py = _h5py()
+    if hasattr(h5py.File, "in_memory"):  # h5py >= 3.12: core driver, fast
+        return h5py.File.in_memory(image) if image is not None else h5py.File.in_memory(libver=("v110", "latest"))
+    bio = io.BytesIO(image or b"")  # older h5py: file-like object driver
+    return h5py.File(bio, "r+") if image is not None else h5py.File(bio, "w", libver=("v110", "latest"))
+
+
+def _create_tmp(directory: str, base: str) -> Tuple[int, str]:
+    """A new ``.<base>.<random>.tmp`` in ``directory`` opened for writing, mode 0666 minus the umask."""
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
 
 
 def append_record(path, atoms, targets: Mapping[str, Any], provenance: Optional[Mapping[str, Any]] = None,
@@ -372,13 +419,28 @@ def record_keys(path) -> Set[str]:
         return set()
     with _open_read(path) as f:
         grp = f[_RECORDS]
-        return {_attr_str(grp[n].attrs["key"]) for n in _complete_names(f)}
+        return {_record_key(grp[n], path, n) for n in _complete_names(f)}
+
+
+_STRUCTURE = {"numbers": "int", "positions": "(N, 3)", "cell": "(3, 3)", "pbc": "(3,)"}
 
 
 def _read_group(g, path: str, name: str, properties: Optional[Sequence[str]] = None):
+    """``(atoms, targets, provenance)`` of record group ``g``; ``DatasetFormatError`` naming the record
+    (group name and key) and what is wrong with it."""
     from ase import Atoms
 
-    where = f"{path}: record {name!r}"
+    try:
+        key: Optional[str] = _attr_str(g.attrs["key"])
+    except Exception:
+        key = None
+    where = f"{path}: record {name!r}" + (f" (key {key!r})" if key is not None else "")
+    if key is None:
+        raise DatasetFormatError(f"{where}: no readable 'key' attribute")
+    missing = [m for m in _STRUCTURE if m not in g]
+    if missing:
+        raise DatasetFormatError(f"{where}: missing member(s) {missing} (a record holds numbers, positions, "
+                                 "cell, pbc and targets/)")
     try:
         numbers = np.asarray(g["numbers"][()], dtype=np.int64)
         positions = np.asarray(g["positions"][()], dtype=np.float64)
@@ -392,14 +454,20 @@ def _read_group(g, path: str, name: str, properties: Optional[Sequence[str]] = N
             targets[tname] = np.asarray(tg[tname][()], dtype=np.float64)
         prov_raw = g.attrs.get("provenance", "{}")
         provenance = json.loads(_attr_str(prov_raw))
-        key = _attr_str(g.attrs["key"])
     except DatasetFormatError:
         raise
     except Exception as exc:
         raise DatasetFormatError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
-    n = len(numbers)
-    if positions.shape != (n, 3) or cell.shape != (3, 3) or pbc.shape != (3,):
-        raise DatasetFormatError(f"{where}: inconsistent structure arrays")
+    n = len(numbers) if numbers.ndim == 1 else -1
+    expected = {"numbers": (n,), "positions": (n, 3), "cell": (3, 3), "pbc": (3,)}
+    for member, arr in (("numbers", numbers), ("positions", positions), ("cell", cell), ("pbc", pbc)):
+        if arr.shape != expected[member] or n <= 0:
+            raise DatasetFormatError(f"{where}: {member!r} has shape {arr.shape}, expected "
+                                     f"{expected[member] if n > 0 else '(N,) with N >= 1'}"
+                                     + (f" ({n} atoms)" if n > 0 and member != "numbers" else ""))
+    if "n_atoms" in g.attrs and int(g.attrs["n_atoms"]) != n:
+        raise DatasetFormatError(f"{where}: attribute n_atoms = {int(g.attrs['n_atoms'])} but 'numbers' "
+                                 f"holds {n} atoms")
     try:
         targets = validate_targets(targets, n, where)
     except ValueError as exc:
@@ -434,7 +502,11 @@ def iter_records(path, properties: Optional[Sequence[str]] = None):
 
 
 def dataset_summary(path) -> Dict[str, Any]:
-    """Counts for ``etgnn dataset info``: records, atoms, per-target and per-element counts."""
+    """Counts for ``etgnn dataset info``: records, atoms, per-target and per-element counts.
+
+    Every record is read and checked; damaged ones are listed under ``bad_records`` (``{"record", "key",
+    "error"}``) and left out of the counts instead of failing the whole summary.
+    """
     from ase.data import chemical_symbols
 
     path = os.fspath(path)
@@ -443,13 +515,22 @@ def dataset_summary(path) -> Dict[str, Any]:
     per_element_structures: Dict[str, int] = {}
     n_atoms_total = 0
     sizes: List[int] = []
+    bad: List[Dict[str, Any]] = []
     with _open_read(path) as f:
         grp = f[_RECORDS]
         names = _complete_names(f)
         n_incomplete = len(grp) - len(names)
         for name in names:
             g = grp[name]
-            numbers = np.asarray(g["numbers"][()])
+            try:
+                atoms, targets, _ = _read_group(g, path, name)
+            except DatasetFormatError as exc:
+                key: Optional[str] = None
+                with contextlib.suppress(Exception):
+                    key = _attr_str(g.attrs["key"])
+                bad.append({"record": name, "key": key, "error": str(exc)})
+                continue
+            numbers = atoms.numbers
             sizes.append(len(numbers))
             n_atoms_total += len(numbers)
             uniq, counts = np.unique(numbers, return_counts=True)
@@ -457,15 +538,15 @@ def dataset_summary(path) -> Dict[str, Any]:
                 sym = chemical_symbols[z]
                 per_element_atoms[sym] = per_element_atoms.get(sym, 0) + int(c)
                 per_element_structures[sym] = per_element_structures.get(sym, 0) + 1
-            if "targets" in g:
-                for t in g["targets"].keys():
-                    per_target[t] = per_target.get(t, 0) + 1
+            for t in targets:
+                per_target[t] = per_target.get(t, 0) + 1
         version = int(f.attrs["format_version"])
     return {
         "path": path,
         "format_version": version,
         "n_records": len(names),
         "n_incomplete_records": n_incomplete,
+        "bad_records": bad,
         "n_atoms": n_atoms_total,
         "atoms_per_structure": {"min": min(sizes, default=0), "max": max(sizes, default=0),
                                 "mean": float(np.mean(sizes)) if sizes else 0.0},
@@ -509,7 +590,9 @@ class ETGNNDataset:
             try:
                 names = [names[int(i)] for i in indices]
             except IndexError:
-                raise IndexError(f"{self.path}: an index in `indices` is out of range ({len(names)} records)") from None
+                bad = [int(i) for i in indices if not -len(names) <= int(i) < len(names)]
+                raise IndexError(f"{self.path}: indices {bad[:5]} are out of range ({len(names)} records); was the "
+                                 "split made for another data set?") from None
         self._names: Tuple[str, ...] = tuple(names)
         self.cache_graphs = bool(cache_graphs)
         self._graph_fn = graph_fn

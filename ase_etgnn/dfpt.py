@@ -1,4 +1,4 @@
-"""DFPT data generation driver: perturbed seed structures -> pw.x (+ ph.x) -> HDF5 records.
+r"""DFPT data generation driver: perturbed seed structures -> pw.x (+ ph.x) -> HDF5 records.
 
 Usage (also ``etgnn dfpt generate ...`` through :func:`register_cli`)::
 
@@ -16,7 +16,15 @@ a lock whose process is dead on this host is taken over), so two single-process 
 set. Every finished record is also appended to ``workdir/records.jsonl`` before it goes to HDF5; records
 that could not be written to HDF5 (e.g. the file was locked by a broken writer) are flushed there on the
 next run. Failed structures are moved to ``workdir/failed/<key>-<time>/`` with their QE logs, listed in
-the summary and not retried unless ``--retry-failed``.
+the summary and not retried unless ``--retry-failed``; a run that leaves failed structures (now or from
+earlier runs) exits with status 1.
+
+Processes: every QE run (mpirun and its pw.x/ph.x) is started in its own session and every process of that
+session is stopped when the driver is interrupted (Ctrl-C, SIGTERM, SIGHUP) or a run times out, so no QE
+process outlives the job (Open MPI puts pw.x in a process group of its own, but it stays in the session).
+The session id is kept in ``workdir/<key>/.qe_session`` while QE runs: if the driver itself is killed hard
+(SIGKILL) and its QE processes live on, a rerun sees them and leaves that structure alone instead of
+starting a second pw.x in the same folder.
 """
 from __future__ import annotations
 
@@ -25,14 +33,16 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -225,6 +235,8 @@ def generate_structures(config: GenerationConfig) -> List[Tuple[str, int, Atoms,
 # ------------------------------------------------------------------------------------------- runner
 #: ``runner(program, input_file, output_file, cwd) -> return code``; program is "pw.x" or "ph.x".
 Runner = Callable[[str, Path, Path, Path], int]
+#: file in a structure's folder naming the session of the QE run in progress ("host sid")
+SESSION_NAME = ".qe_session"
 
 
 @dataclass(frozen=True)
@@ -240,19 +252,123 @@ class QERunner:
     timeout_s: float = 6 * 3600.0
     mpirun: Tuple[str, ...] = ("mpirun", "--allow-run-as-root", "--bind-to", "none")
 
+    def check(self, programs: Sequence[str]) -> None:
+        """``FileNotFoundError`` with an install hint unless mpirun (when used) and ``programs`` are on PATH."""
+        if self.mpirun and shutil.which(self.mpirun[0]) is None:
+            raise FileNotFoundError(f"{self.mpirun[0]} not found on PATH; install Open MPI (e.g. apt-get install "
+                                    "openmpi-bin) or add its bin directory to PATH")
+        for prog in programs:
+            if shutil.which(prog) is None:
+                raise FileNotFoundError(f"{prog} not found on PATH; install Quantum ESPRESSO (e.g. apt-get install "
+                                        "quantum-espresso) or add the folder holding pw.x and ph.x to PATH")
+
     def __call__(self, program: str, input_file: Path, output_file: Path, cwd: Path) -> int:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         cwd = Path(cwd).resolve()
         launcher = [*self.mpirun, "-np", str(self.nprocs)] if self.mpirun else []
         cmd = [*launcher, program, "-in", str(Path(input_file).resolve())]
+        sid_file = cwd / SESSION_NAME
         with open(Path(output_file).resolve(), "w") as out:
+            # own session: a signal to the driver's terminal group does not reach QE directly; the
+            # driver stops the whole group itself (below), whatever made it leave
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
             try:
-                proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                out.write(f"\n*** ase_etgnn.dfpt: {program} killed after {self.timeout_s} s\n")
-                return 124
-        return proc.returncode
+                sid_file.write_text(f"{socket.gethostname()} {proc.pid}\n")  # session id = its leader's pid
+                try:
+                    return proc.wait(timeout=self.timeout_s)
+                except subprocess.TimeoutExpired:
+                    _stop_group(proc)
+                    out.write(f"\n*** ase_etgnn.dfpt: {program} killed after {self.timeout_s} s\n")
+                    return 124
+            except BaseException:  # KeyboardInterrupt, a SIGTERM turned into an exception, ...
+                _stop_group(proc)
+                raise
+            finally:
+                if proc.poll() is not None:
+                    with contextlib.suppress(OSError):
+                        sid_file.unlink()
+
+
+def _session_pids(sid: int) -> List[int]:
+    """Live (not zombie) processes of session ``sid`` (Linux ``/proc``; elsewhere ``[sid]`` while it lives).
+    Zombies count as gone: a container's pid 1 may never reap orphans."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # pragma: no cover - not Linux
+        try:
+            os.kill(sid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [sid]
+    pids = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            pids.append(int(d.name))
+    return pids
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop the QE run ``proc`` (a session leader): SIGTERM to its process group (mpirun passes it on to
+    pw.x), after ``grace_s`` SIGKILL to every process left in its session.  Interrupted again meanwhile
+    (a second Ctrl-C), it kills at once and re-raises."""
+    try:
+        _stop_session(proc, grace_s)
+    except KeyboardInterrupt:
+        _stop_session(proc, 0.0)
+        raise
+
+
+def _stop_session(proc: subprocess.Popen, grace_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    for wait_s, last in ((grace_s, False), (5.0, True)):
+        t_end = time.monotonic() + wait_s
+        while time.monotonic() < t_end:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+            if proc.poll() is not None and not _session_pids(proc.pid):
+                return
+        if not last:
+            for pid in _session_pids(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The driver received SIGTERM or SIGHUP (raised by :func:`interrupt_on_signals`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interrupt_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Turn ``signums`` into :class:`Interrupted` exceptions (like Ctrl-C), so that QE processes are
+    stopped and locks released on the way out; ignored signals (``nohup``) stay ignored; previous handlers
+    are restored afterwards."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in signums:
+        if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. SIGHUP under nohup: stays ignored
+            continue
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 # -------------------------------------------------------------------------------------------- store
@@ -350,6 +466,8 @@ def _acquire_lock(lock: Path) -> bool:
                 stale = owner_host == host and not _pid_alive(int(owner_pid))
             except (OSError, ValueError):
                 stale = time.time() - lock.stat().st_mtime > 60 if lock.exists() else True
+            if stale and _orphaned_qe(lock.parent) is not None:
+                return False  # the job died but its QE processes still run in this folder
             if not stale:
                 return False
             try:
@@ -361,6 +479,15 @@ def _acquire_lock(lock: Path) -> bool:
             fh.write(f"{host} {os.getpid()}\n")
         return True
     return False
+
+
+def _orphaned_qe(sdir: Path) -> Optional[int]:
+    """Session id of a QE run still alive in ``sdir`` (from ``sdir/.qe_session``) on this host, else None."""
+    try:
+        host, sid = (sdir / SESSION_NAME).read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(sid) if host == socket.gethostname() and _session_pids(int(sid)) else None
 
 
 def _release_lock(lock: Path) -> None:
@@ -390,6 +517,9 @@ class GenerationSummary:
             f"{len(self.skipped_failed_before)}, failed now: {len(self.failed)}",
         ]
         lines += [f"  FAILED {k}: {v}" for k, v in self.failed.items()]
+        if self.skipped_failed_before:
+            lines.append(f"  failed in an earlier run, not retried (logs in WORKDIR/failed/; rerun with "
+                         f"--retry-failed): {', '.join(self.skipped_failed_before)}")
         if self.aborted:
             lines.append(f"  ABORTED: {self.aborted}")
         return "\n".join(lines)
@@ -493,6 +623,11 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
     log(f"[dfpt] {config.tag}: {len(structures)} structures (seed {config.seed}, indices "
         f"{config.start_index}..{config.start_index + config.n_structures - 1}), ph.x: {config.run_ph}, "
         f"output {config.output}")
+    check = getattr(runner, "check", None)
+    if check is not None:  # a missing pw.x is one clear message before any structure starts
+        done = store.done_keys()
+        if any(k not in done and (config.retry_failed or not _failed_before(workdir, k)) for k, *_ in structures):
+            check(["pw.x", "ph.x"] if config.run_ph else ["pw.x"])
     consecutive_failures = 0
     for key, index, atoms, info in structures:
         if consecutive_failures >= config.max_consecutive_failures:
@@ -511,7 +646,12 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
         lock = sdir / ".lock"
         if not _acquire_lock(lock):
             summary.skipped_locked.append(key)
-            log(f"[dfpt] {key}: locked by another job, skipped")
+            orphan = _orphaned_qe(sdir)
+            if orphan is not None:
+                log(f"[dfpt] {key}: QE processes of an earlier job (session {orphan}) still run in {sdir}; "
+                    f"skipped (wait for them, or stop them with: pkill -s {orphan})")
+            else:
+                log(f"[dfpt] {key}: locked by another job, skipped")
             continue
         owns_lock = True
         try:
@@ -589,6 +729,9 @@ def _add_generate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    """Exit status: 0 all structures are in the data set (or being computed by another job), 1 structures
+    failed (now or in an earlier run, unless retried), 2 bad settings or missing programs, 128 + signal
+    number when interrupted (its QE processes are stopped first)."""
     try:
         config = GenerationConfig(
             seeds=tuple(args.seeds), n_structures=args.n_structures, rms_range=tuple(args.rms),
@@ -597,11 +740,21 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed, pseudo_dir=args.pseudo_dir, timeout_s=args.timeout,
             keep_scratch=args.keep_scratch, max_consecutive_failures=args.max_consecutive_failures,
         )
-        summary = run_generation(config)
+        with interrupt_on_signals():
+            summary = run_generation(config)
     except (ValueError, FileNotFoundError) as err:
         print(f"etgnn dfpt generate: error: {err}", file=sys.stderr)
         return 2
-    return 1 if (summary.failed or summary.aborted) else 0
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"etgnn dfpt generate: interrupted ({signal.Signals(signum).name}); QE processes stopped, "
+              "finished records kept; rerun the same command to continue", file=sys.stderr)
+        return 128 + int(signum)
+    if summary.skipped_failed_before and not (summary.failed or summary.aborted):
+        print(f"etgnn dfpt generate: {len(summary.skipped_failed_before)} structures failed in an earlier run and "
+              f"were not retried: {', '.join(summary.skipped_failed_before)} (logs in {config.workdir}/failed/; "
+              "rerun with --retry-failed)", file=sys.stderr)
+    return 1 if (summary.failed or summary.aborted or summary.skipped_failed_before) else 0
 
 
 def _cmd_seeds(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .properties import PROPERTIES
 
-__all__ = ["ImportedRecord", "ImportReport", "detect_format", "iter_import", "import_files",
+__all__ = ["ImportedRecord", "ImportReport", "detect_format", "check_extxyz", "iter_import", "import_files",
            "targets_from_atoms", "expand_paths"]
 
 _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
@@ -41,9 +41,12 @@ _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 @dataclass(frozen=True)
 class ImportedRecord:
+    """One imported structure; ``where`` names its origin in messages (e.g. ``"a.xyz frame 3"``)."""
+
     atoms: Any
     targets: Dict[str, np.ndarray]
     provenance: Dict[str, Any]
+    where: str = "imported structure"
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,12 @@ def _voigt6_to_3x3(v: np.ndarray) -> np.ndarray:
 def _normalise_layout(name: str, value: Any, n_atoms: int, where: str) -> np.ndarray:
     """Reshape a value given in an accepted alternative layout to the registry shape (values unchanged)."""
     arr = np.asarray(value)
-    if arr.dtype == object:
-        raise ValueError(f"{where}: {name!r} is not numeric")
-    arr = arr.astype(np.float64)
+    try:
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise ValueError("not numeric")
+        arr = arr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {name!r} is not numeric ({str(value)[:60]!r})") from None
     if name == "energy" and arr.shape in ((1,),):
         return arr.reshape(())
     if name == "stress" and arr.shape == (6,):
@@ -178,15 +184,89 @@ def expand_paths(paths: Sequence[str], explicit: Optional[set] = None) -> List[s
     return out
 
 
+def check_extxyz(path: str) -> int:
+    """Check that an (extended) XYZ file is complete before ASE reads it; returns the number of frames.
+
+    Depending on where a file was cut, ASE drops the partial frame silently or fails without naming the
+    frame, and it stores a number cut in the last line as read.  Here every frame must have its atom
+    count, a comment line and exactly that many atom lines, each with the number of columns its
+    ``Properties`` declare (without ``Properties``: at least species and x y z, and as many as the frame's
+    first atom line) and numbers in real/integer columns; the file must end with a newline.
+    ``ValueError`` names the file, the frame (from 0), the atom and the line (from 1).
+    """
+    from ase.io.extxyz import key_val_str_to_dict
+
+    with open(path, "rb") as fh:
+        text = fh.read().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    complete = len(lines) - 1  # lines followed by a newline; lines[-1] is '' or a cut last line
+    i, frame = 0, 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        where = f"{path}: frame {frame} (line {i + 1})"
+        try:
+            n_atoms = int(lines[i].strip())
+        except ValueError:
+            raise ValueError(f"{where}: expected the atom count, got {lines[i][:60]!r}") from None
+        if n_atoms < 0 or i + 1 >= complete:
+            raise ValueError(f"{where}: frame header cut: the file ends before the comment line of this frame"
+                             if n_atoms >= 0 else f"{where}: negative atom count {n_atoms}")
+        try:
+            info = key_val_str_to_dict(lines[i + 1])
+        except Exception as exc:  # noqa: BLE001 - any parse failure of the comment line
+            raise ValueError(f"{path}: frame {frame} (line {i + 2}): unreadable comment line ({exc})") from None
+        props = str(info.get("Properties", "species:S:1:pos:R:3")).split(":")
+        cols: List[Tuple[str, str]] = []
+        try:
+            for k in range(0, len(props) - 2, 3):
+                cols += [(props[k], props[k + 1].upper())] * int(props[k + 2])
+        except ValueError:
+            raise ValueError(f"{path}: frame {frame} (line {i + 2}): unreadable Properties "
+                             f"{':'.join(props)!r}") from None
+        first = i + 2
+        n_present = complete if lines[-1] == "" else len(lines)  # lines with content or a newline
+        if first + n_atoms > n_present:
+            raise ValueError(f"{path}: frame {frame} (line {i + 1}): truncated: the header says {n_atoms} atoms "
+                             f"but the file ends after {max(0, n_present - first)} atom lines")
+        declared = "Properties" in info  # without it ASE reads species and pos and ignores further columns
+        n_cols = len(cols) if declared or n_atoms == 0 else max(len(cols), len(lines[first].split()))
+        for a in range(n_atoms):
+            j = first + a
+            tok = lines[j].split()
+            at = f"{path}: frame {frame}, atom {a} (line {j + 1})"
+            if len(tok) != n_cols:
+                raise ValueError(f"{at}: {len(tok)} columns, expected {n_cols} "
+                                 + (f"from Properties {':'.join(props)}" if declared else "like the frame's first atom")
+                                 + " (line cut or malformed?)")
+            for t, (cname, ctype) in zip(tok, cols):
+                if ctype in ("R", "I"):
+                    try:
+                        float(t) if ctype == "R" else int(t)
+                    except ValueError:
+                        raise ValueError(f"{at}: column {cname!r} holds {t!r}, not a number") from None
+        if first + n_atoms - 1 >= complete:  # the last atom line has no newline: possibly cut
+            raise ValueError(f"{path}: frame {frame}, atom {n_atoms - 1} (line {first + n_atoms}): the file does "
+                             f"not end with a newline, so this line may be cut ({lines[-1][-40:]!r}); if the "
+                             "file is complete, add the final newline")
+        i = first + n_atoms
+        frame += 1
+    return frame
+
+
 def _iter_ase(path: str, fmt: Optional[str], key_prefix: str) -> Iterator[ImportedRecord]:
     import ase.io
 
+    n_checked = check_extxyz(path) if fmt == "extxyz" else None
     try:
         frames = ase.io.read(path, index=":", format=fmt)
     except Exception as exc:
         raise ValueError(f"{path}: cannot be read by ASE (format {fmt or 'auto'}): {exc}") from None
     if not isinstance(frames, list):
         frames = [frames]
+    if n_checked is not None and len(frames) != n_checked:  # pragma: no cover - a reader/checker mismatch
+        raise ValueError(f"{path}: ASE read {len(frames)} frames, the file holds {n_checked}")
     for i, atoms in enumerate(frames):
         where = f"{path} frame {i}"
         targets = targets_from_atoms(atoms, key_prefix=key_prefix, where=where)
@@ -195,7 +275,7 @@ def _iter_ase(path: str, fmt: Optional[str], key_prefix: str) -> Iterator[Import
                 "importer": "ase_etgnn.importers"}
         if calc is not None and getattr(calc, "name", None):
             prov["calculator"] = str(calc.name)
-        yield ImportedRecord(_clean_atoms(atoms), targets, prov)
+        yield ImportedRecord(_clean_atoms(atoms), targets, prov, where)
 
 
 def _clean_atoms(atoms):
@@ -222,7 +302,7 @@ def _iter_qe(pw_out: str, ph_out: Optional[str]) -> Iterator[ImportedRecord]:
     prov = {"source": os.path.abspath(pw_out), "format": "qe", "importer": "ase_etgnn.importers",
             "ph_out": os.path.abspath(ph_out) if ph_out else None,
             "pw_in": os.path.abspath(pw_in) if pw_in else None}
-    yield ImportedRecord(_clean_atoms(atoms), dict(targets), prov)
+    yield ImportedRecord(_clean_atoms(atoms), dict(targets), prov, pw_out + (f" + {ph_out}" if ph_out else ""))
 
 
 def iter_import(paths: Sequence[str], key_prefix: str = "") -> Iterator[ImportedRecord]:
@@ -279,7 +359,7 @@ def _iter_h5(path: str) -> Iterator[ImportedRecord]:
     for atoms, targets, prov in iter_records(path):
         prov = dict(prov)
         prov["merged_from"] = {"file": os.path.abspath(path), "key": prov.get("key")}
-        yield ImportedRecord(atoms, dict(targets), prov)
+        yield ImportedRecord(atoms, dict(targets), prov, f"{path} record {prov.get('key')!r}")
 
 
 def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_duplicate: str = "skip",
@@ -288,11 +368,13 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
     atomic transaction.  Structures without any target are skipped when ``require_targets``."""
     from .data import append_records, content_key, iter_records
 
+    if on_duplicate not in ("error", "skip"):
+        raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
     files = tuple(expand_paths(paths))
     # records already in the output, whatever key they were stored under: never imported twice
-    seen = set()
+    seen: Dict[str, str] = {}  # content key -> where the record was first seen
     if os.path.exists(output):
-        seen = {content_key(a, t) for a, t, _ in iter_records(output)}
+        seen = {content_key(a, t): f"record {p.get('key')!r} of {output}" for a, t, p in iter_records(output)}
     counts = {"added": 0, "duplicates": 0, "unlabelled": 0}
     per_target: Dict[str, int] = {}
     chunk: List[Tuple[Any, Mapping[str, Any], Optional[Mapping[str, Any]], Optional[str]]] = []
@@ -305,19 +387,28 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
         counts["duplicates"] += len(chunk) - len(added)
         chunk.clear()
 
-    for rec in iter_import(paths, key_prefix=key_prefix):
-        if not rec.targets and require_targets:
-            counts["unlabelled"] += 1
-            continue
-        for t in rec.targets:
-            per_target[t] = per_target.get(t, 0) + 1
-        key = content_key(rec.atoms, rec.targets)
-        if key in seen:
-            counts["duplicates"] += 1
-            continue
-        seen.add(key)
-        chunk.append((rec.atoms, rec.targets, rec.provenance, None))
-        if len(chunk) >= chunk_size:
-            flush()
-    flush()
+    try:
+        for rec in iter_import(paths, key_prefix=key_prefix):
+            if not rec.targets and require_targets:
+                counts["unlabelled"] += 1
+                continue
+            for t in rec.targets:
+                per_target[t] = per_target.get(t, 0) + 1
+            key = content_key(rec.atoms, rec.targets, where=rec.where)
+            if key in seen:
+                if on_duplicate == "error":
+                    raise ValueError(f"{rec.where}: duplicate of {seen[key]} (same structure and targets; "
+                                     "--strict fails on duplicates, leave it out to skip them)")
+                counts["duplicates"] += 1
+                continue
+            seen[key] = rec.where
+            chunk.append((rec.atoms, rec.targets, rec.provenance, None))
+            if len(chunk) >= chunk_size:
+                flush()
+        flush()
+    except ValueError as exc:
+        if counts["added"]:
+            raise ValueError(f"{exc} [{counts['added']} records read before it were already added to {output}; "
+                             "a rerun skips them]") from None
+        raise
     return ImportReport(counts["added"], counts["duplicates"], counts["unlabelled"], per_target, files)

@@ -25,10 +25,12 @@ import datetime
 import json
 import math
 import os
+import secrets
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,6 +42,9 @@ __all__ = [
     "load_train_config",
     "parse_overrides",
     "split_indices",
+    "read_split",
+    "check_split_fits",
+    "load_split",
     "compute_normalization",
     "extend_split",
     "euclidean_loss",
@@ -317,9 +322,9 @@ def extend_split(previous: Mapping[str, Sequence[int]], n: int, fractions: Seque
     return {name: sorted(v) for name, v in out.items()}
 
 
-def load_split(path: str, n: int) -> Dict[str, List[int]]:
-    """Train/val/test record indices from a JSON file (see ``TrainConfig.split_file``), checked against a
-    dataset of ``n`` records: integer indices in range, no index in two subsets, a non-empty train set."""
+def read_split(path: str) -> Dict[str, List[int]]:
+    """The ``train``/``val``/``test`` integer index lists of a split JSON file (format checks only; see
+    :func:`check_split_fits` for the check against a data set)."""
     try:
         with open(path) as fh:
             raw = json.load(fh)
@@ -327,19 +332,44 @@ def load_split(path: str, n: int) -> Dict[str, List[int]]:
         raise ValueError(f"split_file {path}: cannot read a JSON split ({e})") from None
     if not isinstance(raw, dict) or not {"train", "val", "test"} <= set(raw):
         raise ValueError(f"split_file {path}: expected an object with 'train', 'val' and 'test' index lists")
-    split, seen = {}, {}
+    split = {}
     for name in ("train", "val", "test"):
         idx = raw[name]
         if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
             raise ValueError(f"split_file {path}: '{name}' must be a list of integer record indices")
-        bad = [i for i in idx if not 0 <= i < n]
+        split[name] = sorted(idx)
+    return split
+
+
+def check_split_fits(split: Mapping[str, Sequence[int]], n_records: int, split_path: str,
+                     data_path: Optional[str] = None) -> None:
+    """``ValueError`` (one line naming the split file and the data set) unless every index of ``split`` is a
+    record of a data set of ``n_records`` records and no record is in two subsets.
+
+    A split made for another (larger) data set fails here instead of deep inside a data loader; a split of
+    fewer records than the data set is accepted (records appended since stay unused, by design).
+    """
+    on = f" ({data_path})" if data_path else ""
+    seen: Dict[int, str] = {}
+    for name in ("train", "val", "test"):
+        idx = [int(i) for i in split.get(name, [])]
+        bad = [i for i in idx if not 0 <= i < n_records]
         if bad:
-            raise ValueError(f"split_file {path}: '{name}' has indices outside the dataset's {n} records: {bad[:5]}")
+            raise ValueError(f"split_file {split_path}: '{name}' has indices outside the dataset's {n_records} "
+                             f"records{on}: {bad[:5]}{' ...' if len(bad) > 5 else ''} (highest {max(bad)}); "
+                             "was the split made for another data set?")
         for i in idx:
             if i in seen:
-                raise ValueError(f"split_file {path}: record {i} is in both '{seen[i]}' and '{name}'")
+                raise ValueError(f"split_file {split_path}: record {i} is in both '{seen[i]}' and '{name}'")
             seen[i] = name
-        split[name] = sorted(idx)
+
+
+def load_split(path: str, n: int, data_path: Optional[str] = None) -> Dict[str, List[int]]:
+    """Train/val/test record indices from a JSON file (see ``TrainConfig.split_file``), checked against a
+    dataset of ``n`` records (``data_path`` names it in messages): integer indices in range, no index in
+    two subsets, a non-empty train set."""
+    split = read_split(path)
+    check_split_fits(split, n, path, data_path)
     if not split["train"]:
         raise ValueError(f"split_file {path}: the 'train' list is empty")
     return split
@@ -466,27 +496,76 @@ class _Predictor:
 
 
 # ---------------------------------------------------------------------------------------- training
-def _atomic_torch_save(obj: Any, path: str) -> None:
-    import torch
-
-    tmp = f"{path}.tmp{os.getpid()}"
+def _atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Write ``path`` atomically and durably: ``write(tmp)`` fills a temporary file beside it, which gets the
+    mode a plain ``open()`` would give (0666 minus the umask), is fsync'd and renamed over ``path``; the
+    directory is fsync'd too.  ``path`` is either the old or the new file at every moment."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        torch.save(obj, tmp)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        write(tmp)  # may replace tmp by a file of another mode (save_model writes via mkstemp)
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _atomic_torch_save(obj: Any, path: str) -> None:
+    import torch
+
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
 def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    _atomic_write(path, write)
+
+
+def _save_best(model, path: str, metadata: Mapping[str, Any]) -> None:
+    """``save_model`` to ``path`` through :func:`_atomic_write` (normal permissions, fsync'd)."""
+    from . import save_model
+
+    _atomic_write(path, lambda tmp: save_model(model, tmp, metadata=dict(metadata)))
+
+
+def _append_line(path: str, line: str) -> None:
+    """Append one line to ``path`` and fsync it (the epoch log)."""
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+
+#: files of a run directory; a fresh run refuses to start where any of them exists (see ``train``)
+RUN_FILES = ("config.json", "split.json", LOG_NAME, CHECKPOINT_NAME, BEST_NAME, "summary.json")
+
+
+def _move_run_aside(out_dir: str, names: Sequence[str]) -> str:
+    """Move the files ``names`` of a previous run into ``out_dir/replaced-<UTC time>/``; returns that folder."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest = os.path.join(out_dir, f"replaced-{stamp}")
+    k = 1
+    while os.path.exists(dest):
+        k += 1
+        dest = os.path.join(out_dir, f"replaced-{stamp}-{k}")
+    os.makedirs(dest)
+    for n in names:
+        os.replace(os.path.join(out_dir, n), os.path.join(dest, n))
+    return dest
 
 
 def _progress(i: int, n: int, epoch: int, loss: float, t0: float) -> None:
@@ -494,7 +573,7 @@ def _progress(i: int, n: int, epoch: int, loss: float, t0: float) -> None:
     done = int(width * i / max(n, 1))
     rate = i / max(time.perf_counter() - t0, 1e-9)
     sys.stderr.write(f"\repoch {epoch:4d} [{'#' * done}{'.' * (width - done)}] {i}/{n} batches "
-                     f"loss {loss:.4g} {rate:.1f} it/s")
+                     f"train loss {loss:.4g} {rate:.1f} batches/s")
     sys.stderr.flush()
 
 
@@ -569,16 +648,23 @@ def _evaluate(wrapper, loader, weights, scales, normalize, device, dtype, heads_
     return {"loss": loss, "mae": mae}
 
 
+_SHORT = {"energy": "E", "forces": "F", "born_effective_charges": "Z*", "dielectric_tensor": "eps",
+          "piezoelectric_tensor": "e_piezo", "stress": "S", "forces_conservative": "-dE/dr"}
+
+
 def _fmt_epoch(rec: Mapping[str, Any], epochs: int) -> str:
-    short = {"energy": "E", "forces": "F", "born_effective_charges": "Z", "dielectric_tensor": "eps",
-             "piezoelectric_tensor": "e33", "stress": "S", "forces_conservative": "Fc"}
-    maes = " ".join(f"{short.get(k, k)} {v:.4g}" for k, v in rec["val_mae"].items())
+    """One progress line: losses (dimensionless), validation MAE per property with units, timing."""
+    def unit(k: str) -> str:
+        u = PROPERTIES[loss_target(k)].units if loss_target(k) in PROPERTIES else ""
+        return "" if u in ("", "1") else f" {u}"
+
+    maes = ", ".join(f"{_SHORT.get(k, k)} {v:.4g}{unit(k)}" for k, v in rec["val_mae"].items())
     if rec["train_loss"] is None:
-        return (f"epoch {rec['epoch']:4d}/{epochs} (before training) val {rec['val_loss']:.4e} | val MAE {maes}"
-                + (" *" if rec["best"] else ""))
-    return (f"epoch {rec['epoch']:4d}/{epochs} lr {rec['lr']:.2e} train {rec['train_loss']:.4e} "
-            f"val {rec['val_loss']:.4e} | val MAE {maes} | {rec['time_s']:.1f}s "
-            f"{rec['train_structures_per_s']:.1f} struct/s" + (" *" if rec["best"] else ""))
+        return (f"epoch {rec['epoch']:4d}/{epochs} (before training) val loss {rec['val_loss']:.4e} | "
+                f"val MAE {maes}" + (" *" if rec["best"] else ""))
+    return (f"epoch {rec['epoch']:4d}/{epochs} lr {rec['lr']:.2e} train loss {rec['train_loss']:.4e} "
+            f"val loss {rec['val_loss']:.4e} | val MAE {maes} | {rec['time_s']:.1f} s/epoch, "
+            f"{rec['train_structures_per_s']:.1f} structures/s" + (" *" if rec["best"] else ""))
 
 
 def _load_init_model(config: TrainConfig, device, dtype):
@@ -599,8 +685,12 @@ def _load_init_model(config: TrainConfig, device, dtype):
     return model
 
 
-def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
+def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> TrainResult:
     """Train a model as described by ``config``; see the module docstring.
+
+    A fresh run (``resume=False``) refuses an output directory that already holds a run (any of
+    ``RUN_FILES``) unless ``overwrite``, which first moves those files to ``output_dir/replaced-<time>/``:
+    nothing of an earlier run is truncated or overwritten unasked.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised here (gloo on CPU, nccl on
     CUDA) and the model wrapped in ``DistributedDataParallel``; rank 0 writes all files.
@@ -614,7 +704,7 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
-    from . import build_model, save_model
+    from . import build_model
     from .data import ETGNNDataset, collate_batch, count_records
 
     initialised_here = _maybe_init_distributed(config.device)
@@ -638,6 +728,9 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                 log(msg)
 
         # ---------------------------------------------------------------- resume or fresh state
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in the output directory, --overwrite replaces it: "
+                             "choose one")
         ckpt = None
         if resume:
             if not os.path.exists(ckpt_path):
@@ -650,14 +743,21 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             if changed:
                 raise ValueError(f"--resume: settings differ from the checkpoint's run: {sorted(changed)} "
                                  f"(only epochs, early_stopping_patience, progress, num_workers, device may change)")
+        old_files = [] if resume else [n for n in RUN_FILES if os.path.exists(os.path.join(out_dir, n))]
+        if old_files and not overwrite:
+            raise ValueError(
+                f"{out_dir} already holds a training run ({', '.join(old_files)}); continue it with --resume, "
+                f"choose another --output-dir, or pass --overwrite to move its files to "
+                f"{os.path.join(out_dir, 'replaced-<time>')}/ and start afresh")
         if rank == 0:
             os.makedirs(out_dir, exist_ok=True)
 
         n_records = count_records(config.data)
         if ckpt is not None:
             split = json.loads(ckpt["split_json"])
+            check_split_fits(split, n_records, f"{ckpt_path} (the run's split)", config.data)
         elif config.split_file is not None:
-            split = load_split(config.split_file, n_records)
+            split = load_split(config.split_file, n_records, config.data)
         else:
             split = split_indices(n_records, config.split, config.split_seed)
         probe = ETGNNDataset(config.data, cutoff=1.0, indices=split["train"], cache_graphs=False)
@@ -770,6 +870,9 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                 _atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
             say(f"resuming {out_dir} after epoch {start_epoch}")
         elif rank == 0:
+            if old_files:  # --overwrite: moved aside only now that the new run's settings and data checked out
+                dest = _move_run_aside(out_dir, old_files)
+                say(f"--overwrite: the previous run's {', '.join(old_files)} moved to {dest}")
             _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(config.to_dict(), indent=2) + "\n")
             _atomic_write_text(os.path.join(out_dir, "split.json"), json.dumps(split) + "\n")
             _atomic_write_text(log_path, "")
@@ -809,8 +912,7 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                 best_val, best_epoch = float(val0["loss"]), 0
             history.append(rec0)
             if rank == 0:
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(rec0) + "\n")
+                _append_line(log_path, json.dumps(rec0))
                 say(_fmt_epoch(rec0, config.epochs))
         stopped_early = False
         show_bar = config.progress and rank == 0 and sys.stderr.isatty()
@@ -822,8 +924,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
         if init_model is not None:
             metadata_base["init_from"] = {"path": config.init_from, "metadata": init_model.metadata}
         if rec0 is not None and rec0["best"] and rank == 0:
-            save_model(model, best_path, metadata={**metadata_base, "epoch": 0, "val_loss": rec0["val_loss"],
-                                                   "val_mae": rec0["val_mae"]})
+            _save_best(model, best_path, {**metadata_base, "epoch": 0, "val_loss": rec0["val_loss"],
+                                          "val_mae": rec0["val_mae"]})
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if config.early_stopping_patience and since_best >= config.early_stopping_patience:
                 stopped_early = True
@@ -879,8 +981,8 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
             history.append(rec)
             if rank == 0:
                 if is_best:
-                    save_model(model, best_path, metadata={**metadata_base, "epoch": epoch, "val_loss": val_loss,
-                                                           "val_mae": val["mae"]})
+                    _save_best(model, best_path, {**metadata_base, "epoch": epoch, "val_loss": val_loss,
+                                                  "val_mae": val["mae"]})
                 state = {
                     "format": "ase_etgnn-checkpoint", "epoch": epoch,
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -892,8 +994,7 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> TrainResult:
                     "rng": {"shuffle_seed": config.seed, "next_epoch": epoch + 1},
                 }
                 _atomic_torch_save(state, ckpt_path)
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                _append_line(log_path, json.dumps(rec))
                 say(_fmt_epoch(rec, config.epochs))
         epochs_run = epoch if history else start_epoch
 
