@@ -437,3 +437,21 @@ def test_close_atoms_warn_and_overlaps_raise_also_on_a_reused_graph(quartz_pertu
     with pytest.raises(ValueError, match="overlap"):
         atoms.get_forces()
     assert calc.n_graph_builds == 1  # both checks ran on the reused graph
+
+
+def test_non_periodic_input_warns_once_that_it_is_outside_the_training_domain(quartz_perturbed, model64):
+    calc = ETGNNCalculator(model64, dtype="float64")
+    plain = quartz_perturbed.copy()
+    plain.pbc = False  # e.g. read back from a plain .xyz: same cell, no periodicity
+    plain.calc = calc
+    with pytest.warns(UserWarning, match=r"pbc = \[False, False, False\].*outside its training domain"):
+        plain.get_forces()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain.positions[0, 0] += 0.01
+        plain.get_forces()  # once per calculator, not every MD step
+        periodic = quartz_perturbed.copy()
+        periodic.calc = ETGNNCalculator(model64, dtype="float64")
+        periodic.get_forces()  # a crystal: no warning
