@@ -415,7 +415,8 @@ class ETGNNCalculator(Calculator):
             if autograd:
                 direct = self.forces_mode == "direct"
                 others = [h for h in heads if h != "energy" and (direct or h != "forces")]
-                out, self._state = self.model.conservative(batch, stress=bool(np.all(atoms.pbc)), heads=others)
+                out, self._state = self.model.conservative(batch, stress=bool(np.all(atoms.pbc)), heads=others,
+                                                           recompute=True)
                 out["forces" if not direct else CONSERVATIVE_FORCES] = out.pop("forces_conservative")
                 if direct:
                     out.pop("stress", None)  # stress is a result of conservative mode only

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.utils.checkpoint
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
@@ -505,16 +506,26 @@ class ETGNN(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # trunk once, heads on demand
     # ------------------------------------------------------------------------------------------------
-    def trunk(self, batch: Batch) -> "TrunkState":
+    def trunk(self, batch: Batch, recompute: bool = False) -> "TrunkState":
         """Geometry, embeddings and the edge blocks (what every head needs); triplet messages and node
-        features are computed later, when a head asks for them (``predict``)."""
+        features are computed later, when a head asks for them (``predict``).
+
+        ``recompute``: under autograd, keep only each edge block's inputs and recompute the block's
+        [n_triplets, *] intermediates during the backward pass (activation checkpointing): the same
+        numbers and gradients for about one extra trunk forward, and a peak memory of about one block
+        instead of all of them (conservative forces of large cells).
+        """
         species = self.species_index(batch["numbers"])  # [n_atoms]
         geo = self.geometry(batch)
         g = self.embedding(species)  # [n_atoms, hidden]
         m = self.edge_embedding(g, geo["rbf"], batch["edge_src"], batch["edge_dst"])  # [n_edges, hidden]
         m_blocks = []
+        args = (geo["rbf"], geo["sbf"], batch["trip_in"], batch["trip_out"])
         for block in self.edge_blocks:
-            m = block(m, geo["rbf"], geo["sbf"], batch["trip_in"], batch["trip_out"])  # [n_edges, hidden]
+            if recompute and torch.is_grad_enabled():
+                m = torch.utils.checkpoint.checkpoint(block, m, *args, use_reentrant=False)  # [n_edges, hidden]
+            else:
+                m = block(m, *args)  # [n_edges, hidden]
             m_blocks.append(m)
         return TrunkState(batch=batch, geo=geo, species=species, g=g, m_blocks=m_blocks)
 
@@ -565,13 +576,13 @@ class ETGNN(nn.Module):
         return self.predict(self.trunk(batch), heads)
 
     def conservative(
-        self, batch: Batch, stress: bool = True, heads: Optional[Sequence[str]] = None
+        self, batch: Batch, stress: bool = True, heads: Optional[Sequence[str]] = None, recompute: bool = False
     ) -> Tuple[Dict[str, torch.Tensor], "TrunkState"]:
         """Heads ``heads`` (default: all; ``energy`` is always run) plus ``forces_conservative = -dE/dr``
         (eV/A) and, if ``stress``, ``stress = (1/V) dE/d(strain)`` (eV/A^3, ASE sign) by autograd.
 
         Returns the outputs and the trunk state (detached unless training), so that other heads can be run
-        later on the same geometry with ``predict``. Needs an energy head.
+        later on the same geometry with ``predict``. ``recompute``: see ``trunk``. Needs an energy head.
         """
         if "energy" not in self.heads_:
             raise ValueError("conservative forces need a model with an 'energy' head")
@@ -583,7 +594,7 @@ class ETGNN(nn.Module):
         sym = 0.5 * (strain + strain.transpose(1, 2))  # [B, 3, 3]
         batch["positions"] = pos + torch.einsum("na,nab->nb", pos, sym[batch["batch"]])
         batch["cell"] = batch["cell"] + torch.bmm(batch["cell"], sym)
-        state = self.trunk(batch)
+        state = self.trunk(batch, recompute=recompute)
         out = self.predict(state, names)
         wrt = [pos, strain] if stress else [pos]
         grads = torch.autograd.grad(out["energy"].sum(), wrt, create_graph=self.training)
