@@ -37,49 +37,69 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_split(spec: Optional[str]):
+def _parse_split(spec: Optional[str], data: str):
+    """Record indices of ``SPLIT_JSON[:NAME]`` (NAME default ``test``), checked against ``data``'s records."""
     if not spec:
         return None
+    from .data import count_records
+
     path, _, name = spec.rpartition(":")
     if not path:
         path, name = spec, "test"
-    with open(path) as fh:
-        split = json.load(fh)
-    if name not in split:
-        raise ValueError(f"{path}: no split {name!r} (has {sorted(split)})")
-    return split[name]
+    try:
+        with open(path) as fh:
+            split = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"split file {path}: not JSON ({exc})") from None
+    if not isinstance(split, dict) or name not in split:
+        raise ValueError(f"split file {path}: no split {name!r} (has {sorted(split) if isinstance(split, dict) else '?'})")
+    idx = split[name]
+    if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+        raise ValueError(f"split file {path}: {name!r} must be a list of integer record indices")
+    n = count_records(data)
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"split file {path} does not fit data set {data}: {name!r} has {len(bad)} indices outside "
+                         f"its {n} records (e.g. {bad[:3]}); was the split made for another data set?")
+    return idx
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from . import load_model
-    from .evaluate import evaluate_model, parity_plots, write_json
+    from .calculator import resolve_model_path
+    from .evaluate import evaluate_model, format_metrics_line, parity_plots, write_json
 
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(args.model, device=device, dtype=dtype)
-    indices = _parse_split(args.split)
+    model_path = resolve_model_path(args.model)  # a path, or the bare name of a shipped model
+    indices = _parse_split(args.split, args.data)
+    model = load_model(model_path, device=device, dtype=dtype)
     res = evaluate_model(model, args.data, indices=indices, batch_size=args.batch_size,
                          conservative_forces=args.forces == "conservative")
-    res["model"] = args.model
+    res["model"] = str(model_path)
     if args.split:
         res["split"] = args.split
     if args.plots:
         res["plots"] = parity_plots(res["_arrays"], args.plots, res["metrics"])
     if args.json:
         write_json(res, args.json)
-    print(f"{args.model} on {args.data}: {res['n_structures']} structures")
+    print(f"{model_path} on {args.data}: {res['n_structures']} structures")
     for name, m in res["metrics"].items():
         if "mae" not in m:
             continue
-        print(f"  {name:24s} n {m['n']:6d}  MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  Fnorm {m['fnorm']:.4g}  "
-              f"EwT25/10/5 {100 * m['ewt_25']:.1f}/{100 * m['ewt_10']:.1f}/{100 * m['ewt_5']:.1f} %  ({m['units']})")
+        print("  " + format_metrics_line(name, name, m, energy_per_atom=False))
         if "mae_per_atom" in m:
-            print(f"  {'energy per atom':24s} n {m['n']:6d}  MAE {1000 * m['mae_per_atom']:.4g}  "
-                  f"RMSE {1000 * m['rmse_per_atom']:.4g}  (meV/atom)")
+            print("  " + format_metrics_line("energy per atom", name, m))
+        for key, what in (("by_tag", "tag"), ("by_labels", "labelled")):
+            groups = m.get(key, {})
+            if len(groups) > 1:  # one group would repeat the line above
+                for g, gm in groups.items():
+                    label = f"{what} {g} ({gm['n_structures']} str.)"
+                    print("  " + format_metrics_line("  " + label, name, gm))
     return 0
 
 
