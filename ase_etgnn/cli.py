@@ -160,12 +160,42 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_DESCRIPTION = """\
+Train a model from a TOML/YAML config (every key: ase_etgnn.train.TrainConfig; see
+examples/train_config.toml). Writes OUTPUT_DIR/config.json, split.json, log.jsonl, checkpoint.pt,
+best.pt (the model file) and summary.json.
+
+  etgnn train examples/train_config.toml --data data.h5 --output-dir runs/mine
+  etgnn train CONFIG --set lr=1e-3 --set model.hidden=64
+  etgnn train CONFIG --output-dir runs/mine --resume          # continue from checkpoint.pt
+
+Fine-tune after appending records, never training on the old test records:
+
+  etgnn dataset split data.h5 --extend runs/sio2/split.json --by tag -o split2.json
+  etgnn train CONFIG --set init_from=runs/sio2/best.pt --set split_file=split2.json \\
+      --output-dir runs/ft
+
+Several processes or GPUs: torchrun --nproc_per_node=N -m ase_etgnn.cli train CONFIG ...
+"""
+
+_EVALUATE_DESCRIPTION = """\
+Metrics of a model on a data set (or one subset of a split): MAE, RMSE, Fnorm, EwT 25/10/5 % per
+property, energy per atom (meV/atom), each broken down by provenance tag and by labelled subset
+(records with the same labelled properties, e.g. E+F+S+BEC+eps for ph.x cells, E+F+S for pw.x cells).
+
+  etgnn evaluate sio2.pt data/sio2_dfpt.h5 --split models/sio2_split.json:test
+  etgnn evaluate runs/mine/best.pt data.h5 --split runs/mine/split.json:test \\
+      --json runs/mine/test.json --plots runs/mine/plots
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etgnn", description="ETGNN: tensor-property graph neural networks for ASE")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m ase_etgnn.cli train ... for DDP)")
+    p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m ase_etgnn.cli train ... for DDP)",
+                       description=_TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="TOML or YAML training config (see examples/train_config.toml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=1e-3 --set model.hidden=64 (repeatable)")
@@ -176,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics (MAE, RMSE, Fnorm, EwT) and parity plots of a model on a dataset")
-    p.add_argument("model", help="model file (.pt)")
+    p = sub.add_parser("evaluate", help="metrics (MAE, RMSE, Fnorm, EwT) and parity plots of a model on a dataset",
+                       description=_EVALUATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="model file (.pt), or the bare name of a shipped model (e.g. sio2.pt)")
     p.add_argument("data", help="HDF5 dataset")
     p.add_argument("--split", help="evaluate a split only: SPLIT_JSON[:NAME] (NAME default: test)")
     p.add_argument("--json", help="write the metrics to this JSON file")

@@ -1,4 +1,4 @@
-"""DFPT data generation driver: perturbed seed structures -> pw.x (+ ph.x) -> HDF5 records.
+r"""DFPT data generation driver: perturbed seed structures -> pw.x (+ ph.x) -> HDF5 records.
 
 Usage (also ``etgnn dfpt generate ...`` through :func:`register_cli`)::
 
