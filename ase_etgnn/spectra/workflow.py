@@ -87,9 +87,6 @@ def gamma_spectroscopy(phonon, calc: Calculator, *, raman: bool = True, max_disp
     )
 
 
-
-
-
 @dataclass
 class LOTOPair:
     """An LO mode at q -> 0 along a direction and the TO group (degenerate modes) it belongs to.
