@@ -40,3 +40,13 @@ def test_readme_main_command_installs_what_its_examples_need():
     phonons = cfg["options.extras_require"]["phonons"].split()
     assert {"phonopy", "matplotlib"} <= set(phonons)
     assert "[phonons]" in readme.replace("`", "") and "extra" in readme  # the extras are documented
+
+
+def test_training_example_states_its_memory():
+    """examples/train_config.toml says how much memory it needs and how to need less (measured numbers)."""
+    from ase_etgnn.train import load_train_config
+
+    text = (ROOT / "examples" / "train_config.toml").read_text()
+    assert re.search(r"batch_size = 40 peaks at [\d.]+ GB", text)
+    assert re.search(r"^# batch_size = \d+ ", text, re.M)
+    assert load_train_config(str(ROOT / "examples" / "train_config.toml")).batch_size == 40
