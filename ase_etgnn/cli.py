@@ -37,49 +37,69 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_split(spec: Optional[str]):
+def _parse_split(spec: Optional[str], data: str):
+    """Record indices of ``SPLIT_JSON[:NAME]`` (NAME default ``test``), checked against ``data``'s records."""
     if not spec:
         return None
+    from .data import count_records
+
     path, _, name = spec.rpartition(":")
     if not path:
         path, name = spec, "test"
-    with open(path) as fh:
-        split = json.load(fh)
-    if name not in split:
-        raise ValueError(f"{path}: no split {name!r} (has {sorted(split)})")
-    return split[name]
+    try:
+        with open(path) as fh:
+            split = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"split file {path}: not JSON ({exc})") from None
+    if not isinstance(split, dict) or name not in split:
+        raise ValueError(f"split file {path}: no split {name!r} (has {sorted(split) if isinstance(split, dict) else '?'})")
+    idx = split[name]
+    if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+        raise ValueError(f"split file {path}: {name!r} must be a list of integer record indices")
+    n = count_records(data)
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"split file {path} does not fit data set {data}: {name!r} has {len(bad)} indices outside "
+                         f"its {n} records (e.g. {bad[:3]}); was the split made for another data set?")
+    return idx
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from . import load_model
-    from .evaluate import evaluate_model, parity_plots, write_json
+    from .calculator import resolve_model_path
+    from .evaluate import evaluate_model, format_metrics_line, parity_plots, write_json
 
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(args.model, device=device, dtype=dtype)
-    indices = _parse_split(args.split)
+    model_path = resolve_model_path(args.model)  # a path, or the bare name of a shipped model
+    indices = _parse_split(args.split, args.data)
+    model = load_model(model_path, device=device, dtype=dtype)
     res = evaluate_model(model, args.data, indices=indices, batch_size=args.batch_size,
                          conservative_forces=args.forces == "conservative")
-    res["model"] = args.model
+    res["model"] = str(model_path)
     if args.split:
         res["split"] = args.split
     if args.plots:
         res["plots"] = parity_plots(res["_arrays"], args.plots, res["metrics"])
     if args.json:
         write_json(res, args.json)
-    print(f"{args.model} on {args.data}: {res['n_structures']} structures")
+    print(f"{model_path} on {args.data}: {res['n_structures']} structures")
     for name, m in res["metrics"].items():
         if "mae" not in m:
             continue
-        print(f"  {name:24s} n {m['n']:6d}  MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  Fnorm {m['fnorm']:.4g}  "
-              f"EwT25/10/5 {100 * m['ewt_25']:.1f}/{100 * m['ewt_10']:.1f}/{100 * m['ewt_5']:.1f} %  ({m['units']})")
+        print("  " + format_metrics_line(name, name, m, energy_per_atom=False))
         if "mae_per_atom" in m:
-            print(f"  {'energy per atom':24s} n {m['n']:6d}  MAE {1000 * m['mae_per_atom']:.4g}  "
-                  f"RMSE {1000 * m['rmse_per_atom']:.4g}  (meV/atom)")
+            print("  " + format_metrics_line("energy per atom", name, m))
+        for key, what in (("by_tag", "tag"), ("by_labels", "labelled")):
+            groups = m.get(key, {})
+            if len(groups) > 1:  # one group would repeat the line above
+                for g, gm in groups.items():
+                    label = f"{what} {g} ({gm['n_structures']} str.)"
+                    print("  " + format_metrics_line("  " + label, name, gm))
     return 0
 
 
@@ -145,12 +165,42 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_DESCRIPTION = """\
+Train a model from a TOML/YAML config (every key: ase_etgnn.train.TrainConfig; see
+examples/train_config.toml). Writes OUTPUT_DIR/config.json, split.json, log.jsonl, checkpoint.pt,
+best.pt (the model file) and summary.json.
+
+  etgnn train examples/train_config.toml --data data.h5 --output-dir runs/mine
+  etgnn train CONFIG --set lr=1e-3 --set model.hidden=64
+  etgnn train CONFIG --output-dir runs/mine --resume          # continue from checkpoint.pt
+
+Fine-tune after appending records, never training on the old test records:
+
+  etgnn dataset split data.h5 --extend runs/sio2/split.json --by tag -o split2.json
+  etgnn train CONFIG --set init_from=runs/sio2/best.pt --set split_file=split2.json \\
+      --output-dir runs/ft
+
+Several processes or GPUs: torchrun --nproc_per_node=N -m ase_etgnn.cli train CONFIG ...
+"""
+
+_EVALUATE_DESCRIPTION = """\
+Metrics of a model on a data set (or one subset of a split): MAE, RMSE, Fnorm, EwT 25/10/5 % per
+property, energy per atom (meV/atom), each broken down by provenance tag and by labelled subset
+(records with the same labelled properties, e.g. E+F+S+BEC+eps for ph.x cells, E+F+S for pw.x cells).
+
+  etgnn evaluate sio2.pt data/sio2_dfpt.h5 --split models/sio2_split.json:test
+  etgnn evaluate runs/mine/best.pt data.h5 --split runs/mine/split.json:test \\
+      --json runs/mine/test.json --plots runs/mine/plots
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etgnn", description="ETGNN: tensor-property graph neural networks for ASE")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m ase_etgnn.cli train ... for DDP)")
+    p = sub.add_parser("train", help="train a model (torchrun --nproc_per_node=N -m ase_etgnn.cli train ... for DDP)",
+                       description=_TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="TOML or YAML training config (see examples/train_config.toml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=1e-3 --set model.hidden=64 (repeatable)")
@@ -163,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh in an OUTPUT_DIR that holds a run: its files move to OUTPUT_DIR/replaced-<time>/")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics (MAE, RMSE, Fnorm, EwT) and parity plots of a model on a dataset")
-    p.add_argument("model", help="model file (.pt)")
+    p = sub.add_parser("evaluate", help="metrics (MAE, RMSE, Fnorm, EwT) and parity plots of a model on a dataset",
+                       description=_EVALUATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="model file (.pt), or the bare name of a shipped model (e.g. sio2.pt)")
     p.add_argument("data", help="HDF5 dataset")
     p.add_argument("--split", help="evaluate a split only: SPLIT_JSON[:NAME] (NAME default: test)")
     p.add_argument("--json", help="write the metrics to this JSON file")

@@ -8,13 +8,20 @@ structure for energy/dielectric/piezo/stress, one per atom for forces and Born c
   (GMTNet Sec. 5.2; E(3) invariant, unlike the MAE).  For vectors it is the mean Euclidean error.
 * ``ewt_25``, ``ewt_10``, ``ewt_5``: "error within threshold" (GMTNet Sec. 5.2), the fraction of tensors
   with ``||pred_t - target_t||_F / ||target_t||_F < x`` (x = 0.25, 0.10, 0.05).  Tensors with a zero
-  label norm count as within threshold only when their error is exactly zero.
+  label norm count as within threshold only when their error is exactly zero.  Not applicable (NaN, JSON
+  null) to the energy: a DFT total energy has an arbitrary zero (about -150 eV/atom for SiO2 in QE), so
+  any error relative to it is tiny (a 1.4 eV error is "within 5 %"), per atom or not (the ratio is the same).
 * ``fnorm_label_mean``, ``fnorm_label_std``: Frobenius norm statistics of the labels (GMTNet Table 1).
 * ``symmetry`` (dielectric, piezoelectric; via ``ase_etgnn.symmetry.success_rates``): GMTNet success
   rates in capturing symmetry-required zeros and equalities, per crystal system.
 * with crystal systems given: ``fnorm_by_crystal_system`` and ``fnorm_crystal_system_mean`` (the
   average across crystal systems, as GMTNet reports it) for structure-level tensors.
-* energy additionally per atom: ``mae_per_atom``, ``rmse_per_atom`` (eV/atom).
+* energy additionally per atom: ``mae_per_atom``, ``rmse_per_atom`` (eV/atom); parity plots of the energy
+  are per atom (eV/atom), so cells of different sizes share one scale.
+
+:func:`evaluate_model` also breaks every property's metrics down by the records' provenance ``tag``
+(``by_tag``) and by the set of properties a record has labels for (``by_labels``, e.g. ``E+F+S+BEC+eps``
+for ph.x cells against ``E+F+S`` for pw.x-only cells); each subset carries ``n_structures``.
 """
 from __future__ import annotations
 
@@ -35,7 +42,14 @@ __all__ = [
     "predict_dataset",
     "evaluate_model",
     "parity_plots",
+    "parity_values",
+    "label_set_name",
+    "format_metrics_line",
 ]
+
+#: short names of the properties in label-set names (``by_labels``)
+_SHORT = {"energy": "E", "forces": "F", "stress": "S", "born_effective_charges": "BEC",
+          "dielectric_tensor": "eps", "piezoelectric_tensor": "piezo"}
 
 EWT_THRESHOLDS = (0.25, 0.10, 0.05)
 
@@ -86,8 +100,8 @@ def property_metrics(name: str, pred: np.ndarray, target: np.ndarray, n_atoms: O
     out["fnorm"] = float(np.mean(err))
     out["fnorm_label_mean"] = float(np.mean(lab))
     out["fnorm_label_std"] = float(np.std(lab))
-    for thr in EWT_THRESHOLDS:
-        out[f"ewt_{int(round(thr * 100))}"] = ewt(pred, target, spec.rank, thr)
+    for thr in EWT_THRESHOLDS:  # energy: relative to an arbitrary zero, not applicable (module docstring)
+        out[f"ewt_{int(round(thr * 100))}"] = float("nan") if name == "energy" else ewt(pred, target, spec.rank, thr)
     if name == "energy" and n_atoms is not None:
         na = np.asarray(n_atoms, dtype=np.float64).reshape(-1)
         per_atom = diff.reshape(-1) / na
@@ -200,25 +214,50 @@ def _symmetry_metrics(name: str, atoms_list, pred: np.ndarray) -> Optional[Dict[
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def label_set_name(labels) -> str:
+    """Name of a record's set of labelled properties, in registry order, e.g. ``"E+F+S+BEC+eps"``."""
+    have = set(labels)
+    return "+".join(_SHORT.get(p, p) for p in PROPERTIES if p in have) or "none"
+
+
+def _subset_metrics(name: str, arr: Mapping[str, np.ndarray], n_atoms: np.ndarray,
+                    groups: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Metrics of property ``name`` per group of structures; ``groups[i]``: group of structure ``i``."""
+    owner = np.asarray(arr["structure"]).astype(int)  # [n_tensors] structure of each tensor
+    g_of = np.asarray(list(groups), dtype=object)[owner] if len(owner) else np.zeros(0, dtype=object)
+    out: Dict[str, Dict[str, Any]] = {}
+    for g in sorted(set(g_of.tolist())):
+        sel = g_of == g  # [n_tensors] bool
+        m = property_metrics(name, arr["pred"][sel], arr["target"][sel],
+                             n_atoms=n_atoms[owner[sel]] if name == "energy" else None)
+        m["n_structures"] = int(len(np.unique(owner[sel])))
+        out[str(g)] = m
+    return out
+
+
 def evaluate_model(model, data_path: str, indices: Optional[Sequence[int]] = None, batch_size: int = 16,
                    device=None, dtype=None, crystal_systems: bool = True, symmetry_metrics: bool = True,
                    conservative_forces: bool = False) -> Dict[str, Any]:
     """Metrics of ``model`` on ``data_path`` (optionally a subset ``indices``); JSON-serialisable dict.
 
-    Also returns the raw arrays under the private key ``"_arrays"`` (for plots; drop it before JSON).
+    Every property's metrics include ``n_structures``, ``by_tag`` (per provenance ``tag``; records without
+    one are ``"-"``) and ``by_labels`` (per set of labelled properties, :func:`label_set_name`).
+    Also returns the raw arrays under the private key ``"_arrays"`` (for plots; drop it before JSON); the
+    energy entry carries ``n_atoms`` per structure for per-atom plots.
     """
     from .data import ETGNNDataset
 
     res = predict_dataset(model, data_path, indices=indices, batch_size=batch_size, device=device,
                           dtype=dtype, conservative_forces=conservative_forces)
-    systems: Optional[List[str]] = None
-    atoms_list = None
-    if crystal_systems or symmetry_metrics:
-        ds = ETGNNDataset(data_path, cutoff=model.config.cutoff, indices=indices, cache_graphs=False)
-        atoms_list = [ds.get_atoms_targets(i)[0] for i in range(len(ds))]
+    ds = ETGNNDataset(data_path, cutoff=model.config.cutoff, indices=indices, cache_graphs=False)
+    try:
+        records = [ds.get_atoms_targets(i) for i in range(len(ds))]  # (atoms, targets, provenance)
+    finally:
         ds.close()
-        if crystal_systems:
-            systems = [crystal_system(a) for a in atoms_list]
+    atoms_list = [r[0] for r in records]
+    tags = [str(r[2].get("tag", "-")) for r in records]
+    label_sets = [label_set_name(r[1]) for r in records]
+    systems: Optional[List[str]] = [crystal_system(a) for a in atoms_list] if crystal_systems else None
     metrics: Dict[str, Any] = {}
     for name, arr in res["properties"].items():
         spec = PROPERTIES[name]
@@ -226,13 +265,41 @@ def evaluate_model(model, data_path: str, indices: Optional[Sequence[int]] = Non
         cs = [systems[i] for i in owner] if (systems is not None and not spec.per_atom) else None
         n_at = res["n_atoms"][owner] if name == "energy" else None
         m = property_metrics(name, arr["pred"], arr["target"], n_atoms=n_at, crystal_systems=cs)
+        m["n_structures"] = int(len(np.unique(owner)))
         if symmetry_metrics and name in ("dielectric_tensor", "piezoelectric_tensor") and len(owner):
             sm = _symmetry_metrics(name, [atoms_list[i] for i in owner], arr["pred"])
             if sm is not None:
                 m["symmetry"] = sm
+        m["by_tag"] = _subset_metrics(name, arr, res["n_atoms"], tags)
+        m["by_labels"] = _subset_metrics(name, arr, res["n_atoms"], label_sets)
         metrics[name] = m
+        if name == "energy":
+            arr["n_atoms"] = n_at  # [n] atoms of each labelled structure (per-atom parity plot)
     return {"data": os.path.abspath(data_path), "n_structures": int(len(res["n_atoms"])),
             "metrics": metrics, "_arrays": res["properties"]}
+
+
+def format_metrics_line(label: str, name: str, m: Mapping[str, Any], energy_per_atom: bool = True) -> str:
+    """One printed line of metrics (``etgnn evaluate``); energy per atom (meV/atom) unless told otherwise."""
+    if name == "energy" and energy_per_atom and "mae_per_atom" in m:
+        return (f"{label:36s} n {m['n']:6d}  MAE {1000 * m['mae_per_atom']:.4g}  "
+                f"RMSE {1000 * m['rmse_per_atom']:.4g}  (meV/atom)")
+    ewt_txt = ("EwT n/a" if not np.isfinite(m["ewt_25"]) else
+               f"EwT25/10/5 {100 * m['ewt_25']:.1f}/{100 * m['ewt_10']:.1f}/{100 * m['ewt_5']:.1f} %")
+    return (f"{label:36s} n {m['n']:6d}  MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  Fnorm {m['fnorm']:.4g}  "
+            f"{ewt_txt}  ({m['units']})")
+
+
+def parity_values(name: str, arr: Mapping[str, np.ndarray]):
+    """``(target, pred, units)`` plotted for property ``name``: all components flattened ([n * 3**rank]);
+    the energy per atom (eV/atom) when ``arr`` has ``n_atoms``, so cells of different sizes share a scale."""
+    t = np.asarray(arr["target"], dtype=np.float64).reshape(-1)  # [n * 3**rank]
+    p = np.asarray(arr["pred"], dtype=np.float64).reshape(-1)
+    units = PROPERTIES[name].units
+    if name == "energy" and arr.get("n_atoms") is not None:
+        na = np.asarray(arr["n_atoms"], dtype=np.float64).reshape(-1)  # [n]
+        t, p, units = t / na, p / na, "eV/atom"
+    return t, p, units
 
 
 def parity_plots(arrays: Mapping[str, Mapping[str, np.ndarray]], directory: str,
@@ -246,10 +313,10 @@ def parity_plots(arrays: Mapping[str, Mapping[str, np.ndarray]], directory: str,
     os.makedirs(directory, exist_ok=True)
     paths = []
     for name, arr in arrays.items():
-        t = np.asarray(arr["target"]).reshape(-1)
-        p = np.asarray(arr["pred"]).reshape(-1)
+        t, p, units = parity_values(name, arr)
         if t.size == 0:
             continue
+        per_atom = units == "eV/atom"
         fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
         ax.scatter(t, p, s=4, alpha=0.5, linewidths=0)
         lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
@@ -257,12 +324,19 @@ def parity_plots(arrays: Mapping[str, Mapping[str, np.ndarray]], directory: str,
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
-        units = PROPERTIES[name].units
-        ax.set_xlabel(f"DFT {name} ({units})")
-        ax.set_ylabel(f"ETGNN {name} ({units})")
+        ax.tick_params(axis="x", labelrotation=30)
+        label = f"{name} per atom" if per_atom else name
+        ax.set_xlabel(f"DFT {label} ({units})")
+        ax.set_ylabel(f"ETGNN {label} ({units})")
         if metrics and name in metrics and "mae" in metrics[name]:
             m = metrics[name]
-            ax.set_title(f"MAE {m['mae']:.3g}, Fnorm {m['fnorm']:.3g}, EwT25 {100 * m['ewt_25']:.0f}%", fontsize=8)
+            if per_atom and "mae_per_atom" in m:
+                title = f"MAE {1000 * m['mae_per_atom']:.3g} meV/atom, RMSE {1000 * m['rmse_per_atom']:.3g} meV/atom"
+            else:
+                title = f"MAE {m['mae']:.3g}, Fnorm {m['fnorm']:.3g}"
+                if np.isfinite(m["ewt_25"]):
+                    title += f", EwT25 {100 * m['ewt_25']:.0f}%"
+            ax.set_title(title, fontsize=8)
         fig.tight_layout()
         path = os.path.join(directory, f"parity_{name}.png")
         fig.savefig(path)

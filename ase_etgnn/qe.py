@@ -1,7 +1,7 @@
 """Quantum ESPRESSO (pw.x / ph.x) input writers and output parsers for the SiO2 protocol.
 
 Pure functions, no QE run here (see :mod:`ase_etgnn.dfpt` for the driver). The protocol is described in
-``shared/reference/sio2_protocol.md`` (version :data:`PROTOCOL_VERSION`): LDA (PZ), ``Si.pz-vbc.UPF`` +
+``docs/sio2_protocol.md`` (version :data:`PROTOCOL_VERSION`): LDA (PZ), ``Si.pz-vbc.UPF`` +
 ``O.pz-rrkjus.UPF``, ``ecutwfc = 40`` / ``ecutrho = 320`` Ry, ``conv_thr = 1e-9``, unshifted Monkhorst-Pack
 grid with ``n_i = max(1, ceil(|b_i| / 0.12 1/A))``; ph.x at Gamma with ``epsil``/``zeu`` only.
 

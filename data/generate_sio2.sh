@@ -1,5 +1,5 @@
 #!/bin/bash
-# SiO2 data generation under shared/reference/sio2_protocol.md: two single-process QE jobs side by side.
+# SiO2 data generation under docs/sio2_protocol.md: two single-process QE jobs side by side.
 # Resumable: rerun this script; finished keys are skipped, per-structure locks keep the jobs apart.
 #   nohup setsid bash data/generate_sio2.sh > dfpt_work/generate.log 2>&1 < /dev/null &
 # Job A (quartz Born charges first) and job B (pw.x-only records first, then cristobalite) each take one core (-np 1, OMP_NUM_THREADS=1).

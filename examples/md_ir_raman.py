@@ -1,6 +1,6 @@
 """IR and Raman spectra of alpha-quartz from ETGNN molecular dynamics (correlation functions).
 
-    python examples/md_ir_raman.py [--out DIR] [--model PATH] [--steps 500] [--temperature 300]
+    python examples/md_ir_raman.py [--output-dir DIR] [--model PATH] [--steps 500] [--temperature 300]
 
 A 72-atom (2x2x2) alpha-quartz cell is thermalised with Langevin dynamics (2 fs steps), then a
 weakly damped Langevin production run records, every ``--interval`` steps, velocities, Born
@@ -8,7 +8,9 @@ effective charges and eps_inf (``DIR/md.traj``; BEC kept as (N,3,3)).  The IR ab
 the autocorrelation of dM/dt = sum_a Z_a v_a, the Raman spectra (isotropic, anisotropic, VV, VH,
 unpolarised) from the autocorrelation of alpha = V (eps_inf - 1)/(4 pi), both with a Hann window,
 zero padding and the harmonic quantum correction.  Writes ``DIR/md_spectra.npz`` and
-``DIR/md_ir_raman.png``.  The defaults (100 + 500 steps of 2 fs, a 1 ps run: 600 evaluations
+``DIR/md_ir_raman.png`` (``DIR``: ``--output-dir``, default ``runs/examples/md_ir_raman``, numbered
+``-2``, ``-3``, ... when taken; a directory you name that holds these files is refused unless
+``--overwrite``).  The defaults (100 + 500 steps of 2 fs, a 1 ps run: 600 evaluations
 of the 72-atom cell, roughly 5-15 minutes on 2 CPU cores depending on the model size) are a
 demonstration; the frequency resolution is about 33356 / max_lag[fs] cm^-1
 (~80 cm^-1 for the default 400 fs correlation length).  For converged spectra run >= 10 ps
@@ -17,6 +19,7 @@ demonstration; the frequency resolution is about 33356 / max_lag[fs] cm^-1
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -34,12 +37,18 @@ except ImportError:  # pragma: no cover - older ASE
 from ase_etgnn.dfpt import alpha_quartz  # the seed of the SiO2 data set
 from ase_etgnn.spectra import DielectricRecorder, ir_spectrum_from_md, raman_spectra_from_md
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import output_dir  # noqa: E402  (examples/_output.py)
+
+OUTPUT_FILES = ("md.traj", "md_spectra.npz", "md_ir_raman.png")
 
 
 def main(argv: Optional[Sequence[str]] = None, calc=None):
     """Run the MD workflow; ``calc`` overrides ``--model``.  Returns (IR, Raman) MDSpectrum objects."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="md_ir_raman", help="output directory")
+    ap.add_argument("--output-dir", "--out", dest="output_dir", default=None,
+                    help="output directory (default runs/examples/md_ir_raman, numbered if taken)")
+    ap.add_argument("--overwrite", action="store_true", help="overwrite this example's files in --output-dir")
     ap.add_argument("--model", default="sio2.pt", help="ETGNN model file or shipped model name")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--temperature", type=float, default=300.0, help="K")
@@ -55,8 +64,7 @@ def main(argv: Optional[Sequence[str]] = None, calc=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.output_dir, "md_ir_raman", OUTPUT_FILES, args.overwrite)
     if calc is None:
         from ase_etgnn import ETGNNCalculator
 

@@ -1,14 +1,19 @@
 """Langevin MD of alpha-quartz with the shipped model, recording Born charges and eps_inf.
 
-    python examples/quartz_md.py [--model sio2.pt] [--ps 10] [--temperature 300] [--out quartz_md.traj]
+    python examples/quartz_md.py [--model sio2.pt] [--ps 10] [--temperature 300] [--output-dir DIR]
 
 Runs ``--ps`` picoseconds (1 fs steps) of Langevin dynamics on a 72-atom (2x2x2) alpha-quartz cell, records
 BEC (N,3,3) and eps_inf along the way into an ASE trajectory (.traj keeps both), and checks that every
 Si-O bond stays between 1.45 and 1.85 A. Exits with status 1 if a bond leaves that range.
+
+The trajectory goes to ``--out`` if given (refused if it exists, unless ``--overwrite``), else to
+``DIR/quartz_md.traj`` with ``DIR`` = ``--output-dir`` (default ``runs/examples/quartz_md``, numbered
+``-2``, ``-3``, ... when taken; a directory you name that holds the file is refused unless ``--overwrite``).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +26,9 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.neighborlist import neighbor_list
 
 from ase_etgnn import ETGNNCalculator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import output_dir, refuse_existing  # noqa: E402  (examples/_output.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 BOND_RANGE = (1.45, 1.85)  # A
@@ -39,9 +47,16 @@ def main(argv=None) -> int:
     ap.add_argument("--ps", type=float, default=10.0, help="simulated time, ps (1 fs steps)")
     ap.add_argument("--temperature", type=float, default=300.0, help="K")
     ap.add_argument("--interval", type=int, default=20, help="steps between recorded frames")
-    ap.add_argument("--out", default="quartz_md.traj")
+    ap.add_argument("--output-dir", dest="output_dir", default=None,
+                    help="directory of quartz_md.traj (default runs/examples/quartz_md, numbered if taken)")
+    ap.add_argument("--out", default=None, help="trajectory file (instead of OUTPUT_DIR/quartz_md.traj)")
+    ap.add_argument("--overwrite", action="store_true", help="overwrite an existing trajectory")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.out is not None:
+        traj_path = refuse_existing(Path(args.out), args.overwrite)
+    else:
+        traj_path = output_dir(args.output_dir, "quartz_md", ["quartz_md.traj"], args.overwrite) / "quartz_md.traj"
 
     atoms = read(ROOT / "data" / "seeds" / "alpha_quartz.extxyz").repeat((2, 2, 2))
     atoms.calc = ETGNNCalculator(args.model, symmetrize=False)  # MD snapshots have no symmetry anyway
@@ -49,7 +64,7 @@ def main(argv=None) -> int:
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs,
                    fixcm=False, rng=rng)
-    traj = Trajectory(args.out, "w", atoms)
+    traj = Trajectory(str(traj_path), "w", atoms)
     n_steps = int(round(args.ps * 1000))
     lo, hi, eps_xx, temps = np.inf, -np.inf, [], []
 
@@ -76,7 +91,7 @@ def main(argv=None) -> int:
     print(f"{n_steps} steps in {wall:.0f} s ({wall / max(n_steps, 1) * 1e3:.1f} ms/step); "
           f"mean T = {np.mean(temps):.0f} K; eps_inf (trace/3) = {np.mean(eps_xx):.4f} +- {np.std(eps_xx):.4f}")
     print(f"Si-O bond range over the run: [{lo:.3f}, {hi:.3f}] A -> "
-          f"{'OK' if ok else 'OUT OF RANGE'} (allowed {BOND_RANGE[0]}-{BOND_RANGE[1]} A); frames in {args.out}")
+          f"{'OK' if ok else 'OUT OF RANGE'} (allowed {BOND_RANGE[0]}-{BOND_RANGE[1]} A); frames in {traj_path}")
     return 0 if ok else 1
 
 

@@ -636,3 +636,56 @@ def test_examples_run_with_toy_calculator(tmp_path):
     assert np.all(np.isfinite(ir["absorption"])) and np.all(np.isfinite(raman["unpolarized"]))
     assert (tmp_path / "md" / "md_ir_raman.png").stat().st_size > 0
     assert len(read_md_record(tmp_path / "md" / "md.traj")) == 61
+
+
+# ---------------------------------------------------------------------------------------------
+# LO/TO pairing and imaginary-frequency check (issue 17)
+# ---------------------------------------------------------------------------------------------
+def test_lo_to_pairs_quartz_by_overlap_and_irrep():
+    """alpha-quartz (toy): along z only the A2 modes get an LO, along x one partner of each E pair; A1 modes
+    never do.  Each LO eigenvector lies in the TO modes of its partner's irrep, and the pairs plus the
+    unshifted modes reproduce phonopy's full set of q -> 0 frequencies."""
+    from ase_etgnn.spectra import lo_to_pairs, mode_groups
+
+    atoms, calc = quartz_toy()
+    phonon = make_phonopy(atoms, calc, supercell_matrix=[1, 1, 1])
+    res = gamma_spectroscopy(phonon, calc, raman=False)
+    groups = [g for g in mode_groups(res.modes) if not res.modes.acoustic[g].any()]
+    expected_irrep = {"q||z": "A2", "q||x": "E"}
+    for name, q in (("q||z", [0, 0, 1]), ("q||x", [1, 0, 0])):
+        pairs = lo_to_pairs(res, phonon, q)
+        assert {p.irrep for p in pairs} == {expected_irrep[name]}
+        assert len(pairs) == sum(res.modes.irreps[g[0]] == expected_irrep[name] for g in groups)  # 4 A2, 8 E
+        for p in pairs:
+            assert p.irrep_weight == pytest.approx(1.0, abs=1e-8)  # LO has its TO partner's symmetry
+            assert p.overlap > 0.5
+        paired = {p.to_indices: p.lo_cm1 for p in pairs}
+        f = res.modes.frequencies_cm1
+        predicted = [0.0] * 3
+        for g in groups:
+            lo = paired.get(tuple(g))
+            predicted += [f[g[0]]] * len(g) if lo is None else [lo] + [f[g[0]]] * (len(g) - 1)
+        assert np.sort(predicted)[3:] == pytest.approx(np.sort(frequencies_at_gamma(phonon, q))[3:], rel=1e-6)
+    # an A1 (non-polar) group never has an LO partner, whatever the direction
+    for q in ([0, 0, 1], [1, 0, 0], [0.3, 0.2, 1.0]):
+        assert all(p.irrep != "A1" for p in lo_to_pairs(res, phonon, q))
+
+
+def test_imaginary_qpoints_named():
+    """A stable toy has no q-point below -5 cm^-1; with a negative transverse spring the unstable q-points are
+    found, each with its lowest frequency."""
+    from ase_etgnn.spectra import imaginary_qpoints
+    from ase_etgnn.spectra.units import THZ_TO_CM1
+
+    qpts = [[0, 0, 0], [0.25, 0, 0], [0.5, 0, 0], [0, 0, 0.5]]
+    atoms, calc = quartz_toy()
+    stable = make_phonopy(atoms, calc, supercell_matrix=[1, 1, 1])
+    assert imaginary_qpoints(stable, qpts) == []
+    calc.kt = -1.0
+    unstable = make_phonopy(atoms, calc, supercell_matrix=[1, 1, 1])
+    bad = imaginary_qpoints(unstable, qpts)
+    assert bad
+    low = np.asarray(unstable.run_qpoints(qpts).frequencies).min(axis=1) * THZ_TO_CM1
+    assert [b["index"] for b in bad] == [i for i in range(4) if low[i] < -5.0]
+    for b in bad:
+        assert b["q"] == qpts[b["index"]] and b["frequency_cm1"] == pytest.approx(low[b["index"]])

@@ -40,6 +40,7 @@ from .phonons import (
     degenerate_groups,
     frequencies_at_gamma,
     gamma_modes,
+    imaginary_qpoints,
     make_phonopy,
     nac_params,
     phonopy_to_atoms,
@@ -57,7 +58,7 @@ from .raman import (
     raman_invariants,
     raman_tensors,
 )
-from .workflow import GammaSpectra, gamma_spectroscopy
+from .workflow import GammaSpectra, LOTOPair, gamma_spectroscopy, lo_to_pairs, mode_groups
 
 __all__ = [
     "IR_UNITS", "LSTCheck", "broaden", "ionic_dielectric_tensor", "ir_dielectric_function",
@@ -66,10 +67,10 @@ __all__ = [
     "DielectricRecorder", "MDRecord", "MDSpectrum", "acf_spectrum", "autocorrelation",
     "dipole_derivative", "ir_spectrum_from_md", "polarizability_series", "quantum_correction_factor",
     "raman_spectra_from_md", "read_md_record", "write_md_record",
-    "GammaModes", "atoms_to_phonopy", "degenerate_groups", "frequencies_at_gamma", "gamma_modes",
+    "GammaModes", "atoms_to_phonopy", "degenerate_groups", "frequencies_at_gamma", "gamma_modes", "imaginary_qpoints",
     "make_phonopy", "nac_params", "phonopy_to_atoms", "read_born_file", "set_nac", "write_born_file",
     "DielectricPolarizability", "RamanTensors", "depolarization_ratios",
     "polarizability_from_dielectric", "raman_activities", "raman_intensities", "raman_invariants",
     "raman_tensors",
-    "GammaSpectra", "gamma_spectroscopy",
+    "GammaSpectra", "gamma_spectroscopy", "LOTOPair", "lo_to_pairs", "mode_groups",
 ]

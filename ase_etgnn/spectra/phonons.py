@@ -38,6 +38,7 @@ __all__ = [
     "GammaModes",
     "gamma_modes",
     "degenerate_groups",
+    "imaginary_qpoints",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence]
@@ -340,6 +341,26 @@ def frequencies_at_gamma(phonon, q_direction: Optional[ArrayLike] = None, *, car
     if unit.lower() == "thz":
         return freqs
     raise ValueError(f"unknown unit {unit!r}; use 'cm-1' or 'THz'")
+
+
+def imaginary_qpoints(phonon, qpoints: ArrayLike, threshold_cm1: float = -5.0) -> List[Dict[str, Any]]:
+    """The q-points whose lowest phonon frequency is below ``threshold_cm1`` (imaginary, negative here).
+
+    Args:
+        phonon: phonopy object with force constants (NAC parameters used if set).
+        qpoints: (n, 3) reduced coordinates of the primitive cell's reciprocal lattice.
+        threshold_cm1: cm^-1; the default -5 ignores the numerical noise of acoustic modes near Gamma.
+
+    Returns:
+        ``[{"q": [3] reduced, "index": i, "frequency_cm1": lowest frequency}, ...]`` in input order.
+    """
+    q = np.asarray(qpoints, dtype=np.float64).reshape(-1, 3)  # [n, 3]
+    if phonon.force_constants is None:
+        raise ValueError("phonon has no force constants")
+    freqs = np.asarray(phonon.run_qpoints(q).frequencies, dtype=np.float64) * THZ_TO_CM1  # [n, 3N] cm^-1
+    low = freqs.min(axis=1)  # [n]
+    return [{"q": q[i].tolist(), "index": int(i), "frequency_cm1": float(low[i])}
+            for i in np.nonzero(low < threshold_cm1)[0]]
 
 
 def degenerate_groups(frequencies: ArrayLike, tol: float = 1e-2) -> List[List[int]]:

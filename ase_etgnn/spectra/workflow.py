@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase.calculators.calculator import Calculator
 
 from .infrared import ir_intensities, mode_effective_charges, static_dielectric_tensor
-from .phonons import GammaModes, gamma_modes, set_nac
+from .phonons import GammaModes, _cartesian_to_reduced_q, degenerate_groups, gamma_modes, set_nac
 from .raman import RamanTensors, raman_tensors
+from .units import THZ_TO_CM1
 
-__all__ = ["GammaSpectra", "gamma_spectroscopy"]
+__all__ = ["GammaSpectra", "gamma_spectroscopy", "LOTOPair", "lo_to_pairs", "mode_groups"]
 
 
 @dataclass
@@ -86,4 +87,86 @@ def gamma_spectroscopy(phonon, calc: Calculator, *, raman: bool = True, max_disp
     )
 
 
+@dataclass
+class LOTOPair:
+    """An LO mode at q -> 0 along a direction and the TO group (degenerate modes) it belongs to.
 
+    Attributes:
+        lo_cm1: LO frequency (cm^-1) along the direction.
+        to_cm1: TO frequency of the group (cm^-1).
+        to_indices: indices of the group's modes in ``GammaSpectra.modes`` (ascending frequency).
+        irrep: the group's irrep label (phonopy; None when unavailable).
+        overlap: ``|<u_g|e_LO>|^2``, the LO eigenvector on the group's polar combination ``u_g``.
+        irrep_weight: weight of the LO eigenvector on all TO modes with the group's irrep (1 when the
+            LO mode has that irrep; always exact by symmetry, reported as a check).
+    """
+
+    lo_cm1: float
+    to_cm1: float
+    to_indices: Tuple[int, ...]
+    irrep: Optional[str]
+    overlap: float
+    irrep_weight: float
+
+
+def mode_groups(modes: GammaModes, degeneracy_tol_cm1: float = 0.5) -> List[List[int]]:
+    """Indices of degenerate modes of one irrep, ascending frequency (an accidental near-degeneracy of
+    modes with different irrep labels, e.g. an A1 and an E within ``degeneracy_tol_cm1``, is split)."""
+    labels = list(modes.irreps) if modes.irreps else [None] * modes.n_modes
+    groups: List[List[int]] = []
+    for g in degenerate_groups(modes.frequencies_cm1, tol=degeneracy_tol_cm1):
+        for lab in dict.fromkeys(labels[s] for s in g):
+            groups.append([s for s in g if labels[s] == lab])
+    return groups
+
+
+def lo_to_pairs(spectra: GammaSpectra, phonon, q_direction: Sequence[float], *, degeneracy_tol_cm1: float = 0.5,
+                polar_tol: float = 1e-3) -> List[LOTOPair]:
+    """Pair each LO mode along the Cartesian ``q_direction`` with its TO group by eigenvector overlap.
+
+    The non-analytic term is rank one, ``(q.Z_a)_i (q.Z_b)_j / sqrt(m_a m_b)``: it couples only the TO
+    modes with a mode charge along q, ``q.Zt_s != 0`` ("polar along q"; in each degenerate group only the
+    combination ``u_g ~ sum_s (q.Zt_s) e_s``).  A group without one (a non-polar mode such as quartz's
+    A1, or an E mode for q along the c axis) has no LO partner and is left out.  The LO eigenvectors
+    (phonopy, NAC parameters set on ``phonon`` by :func:`gamma_spectroscopy`) are assigned one-to-one to
+    the polar groups, maximising the total overlap ``|<u_g|e_LO>|^2`` (Hungarian algorithm).
+
+    Returns:
+        one :class:`LOTOPair` per polar group, ascending TO frequency.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if phonon.nac_params is None:
+        raise ValueError("phonon has no NAC parameters: run gamma_spectroscopy (or set_nac) first")
+    q = np.asarray(q_direction, dtype=np.float64).reshape(3)
+    if not np.any(q):
+        raise ValueError("q_direction must be non-zero")
+    q = q / np.linalg.norm(q)
+    modes = spectra.modes
+    n_modes = modes.n_modes
+    e_to = modes.eigenvectors.reshape(n_modes, -1)  # [3N modes, 3N] rows orthonormal
+    v = spectra.mode_charges @ q  # [3N] q.Zt_s, e/sqrt(amu)
+    labels = list(modes.irreps) if modes.irreps else [None] * n_modes
+    groups = [g for g in mode_groups(modes, degeneracy_tol_cm1) if not np.any(modes.acoustic[g])]
+    norms = np.array([np.linalg.norm(v[g]) for g in groups])
+    polar = [g for g, nv in zip(groups, norms) if nv > polar_tol * max(norms.max(initial=0.0), 1e-300)]
+    if not polar:
+        return []
+    u = np.stack([v[g] @ e_to[g] / np.linalg.norm(v[g]) for g in polar])  # [P, 3N] polar combinations
+    qp = phonon.run_qpoints([[0.0, 0.0, 0.0]], with_eigenvectors=True,
+                            nac_q_direction=_cartesian_to_reduced_q(phonon, q))
+    f_lo = np.asarray(qp.frequencies[0], dtype=np.float64) * THZ_TO_CM1  # [3N] cm^-1
+    e_lo = np.asarray(qp.eigenvectors[0])  # [3N, 3N], column k = LO-side eigenvector k
+    ov = np.abs(u @ e_lo) ** 2  # [P, 3N] overlaps (u real)
+    candidates = np.argsort(ov.sum(axis=0))[::-1][: len(polar)]  # the P modes living in span{u_g}
+    rows, cols = linear_sum_assignment(-ov[:, candidates])
+    pairs = []
+    for r, c in zip(rows, cols):
+        g, k = polar[r], int(candidates[c])
+        lab = labels[g[0]]
+        same = [s for s in range(n_modes) if lab is not None and labels[s] == lab]
+        w_irrep = float(np.sum(np.abs(e_to[same] @ e_lo[:, k]) ** 2)) if same else float("nan")
+        pairs.append(LOTOPair(lo_cm1=float(f_lo[k]), to_cm1=float(np.mean(modes.frequencies_cm1[g])),
+                              to_indices=tuple(int(s) for s in g), irrep=lab, overlap=float(ov[r, k]),
+                              irrep_weight=w_irrep))
+    return sorted(pairs, key=lambda p: p.to_cm1)
