@@ -23,7 +23,14 @@ import torch
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
-from .basis import bessel_rbf, bond_angle, envelope, spherical_bessel_basis, spherical_bessel_zeros
+from .basis import (
+    bessel_rbf,
+    envelope,
+    spherical_basis_from_edges,
+    spherical_bessel_norm,
+    spherical_bessel_radial,
+    spherical_bessel_zeros,
+)
 from .properties import TENSOR_HEADS, get_property_spec
 
 __all__ = [
@@ -412,6 +419,10 @@ class ETGNN(nn.Module):
         self.register_buffer(
             "sbf_zeros", torch.as_tensor(spherical_bessel_zeros(cfg.n_spherical, cfg.n_sbf_radial)), persistent=False
         )
+        # Eq. 14 normalisation from the float64 zeros, cast with the model (not in the state dict)
+        self.register_buffer(
+            "sbf_norm", torch.as_tensor(spherical_bessel_norm(self.sbf_zeros.numpy(), cfg.cutoff)), persistent=False
+        )
         self.edge_embedding = EdgeEmbedding(cfg, act)
         self.edge_blocks = nn.ModuleList([EdgeUpdate(cfg, act) for _ in range(cfg.n_blocks)])
         self.heads_ = nn.ModuleDict({name: TensorHead(name, cfg, act) for name in cfg.heads})
@@ -478,15 +489,19 @@ class ETGNN(nn.Module):
         env = envelope(length, cfg.cutoff, cfg.envelope)  # [n_edges]
         rbf = bessel_rbf(length, cfg.cutoff, cfg.n_radial) * env.unsqueeze(-1)  # e_RBF, [n_edges, n_radial]
         t_in, t_out = batch["trip_in"], batch["trip_out"]
-        # bond angle at the central atom j between j->k and j->i
-        angle = bond_angle(-vec[t_in], vec[t_out])  # [n_triplets]
         env_t = envelope(length, cfg.effective_triplet_cutoff, cfg.envelope)  # [n_edges]
-        trip_w = env_t[t_in] * env_t[t_out]  # [n_triplets], smooth at the triplet cutoff
-        sbf = spherical_bessel_basis(length[t_in], angle, self.sbf_zeros.to(pos.dtype), cfg.cutoff)
-        sbf = sbf * (env[t_in] * trip_w).unsqueeze(-1)  # a_SBF, [n_triplets, n_sph * n_rad]
+        u_kj, u_ji = unit[t_in], unit[t_out]  # [n_triplets, 3] each
+        # cosine of the bond angle at j between j->k and j->i (no atan2: smooth gradient when collinear)
+        cos_t = -(u_kj * u_ji).sum(-1)  # [n_triplets]
+        env_ti = env_t[t_out]  # [n_triplets]
+        trip_w = env_t[t_in] * env_ti  # [n_triplets], smooth at the triplet cutoff
+        # Eq. 14 radial part (with the kj-edge envelopes) once per edge in the model dtype, then gathered
+        radial = spherical_bessel_radial(length, self.sbf_zeros, self.sbf_norm, cfg.cutoff)  # [E, n_sph, n_rad]
+        radial = radial * (env * env_t).view(-1, 1, 1)
+        sbf = spherical_basis_from_edges(radial, t_in, cos_t, env_ti)  # a_SBF, [n_triplets, n_sph * n_rad]
         return {
             "unit": unit, "env": env, "rbf": rbf, "sbf": sbf, "trip_w": trip_w,
-            "u_kj": unit[t_in], "u_ji": unit[t_out], "center": dst[t_in],
+            "u_kj": u_kj, "u_ji": u_ji, "center": dst[t_in],
         }
 
     def forward(self, batch: Batch) -> Dict[str, torch.Tensor]:
