@@ -36,19 +36,20 @@ def cells() -> list:
     return out
 
 
-def predict(model, atoms_list) -> dict:
-    """Direct heads (no grad) and conservative forces/stress, per structure, float64 numpy arrays."""
+def predict(model, atoms_list, dtype: torch.dtype = torch.float64) -> dict:
+    """Direct heads (no grad) and conservative forces/stress, per structure, float64 numpy arrays
+    (the model and the graph in ``dtype``)."""
     cfg = model.config
     res: dict = {}
     for i, a in enumerate(atoms_list):
-        batch = collate_graphs([atoms_to_graph(a, cfg.cutoff, cfg.effective_triplet_cutoff)], dtype=torch.float64)
+        batch = collate_graphs([atoms_to_graph(a, cfg.cutoff, cfg.effective_triplet_cutoff)], dtype=dtype)
         with torch.no_grad():
             out = model(batch)
         cons = model.energy_and_derivatives(batch, stress=True)
         for k, v in out.items():
-            res[f"{k}_{i}"] = v.detach().numpy()
-        res[f"forces_conservative_{i}"] = cons["forces_conservative"].detach().numpy()
-        res[f"stress_{i}"] = cons["stress"].detach().numpy()
+            res[f"{k}_{i}"] = v.detach().double().numpy()
+        res[f"forces_conservative_{i}"] = cons["forces_conservative"].detach().double().numpy()
+        res[f"stress_{i}"] = cons["stress"].detach().double().numpy()
     return res
 
 
