@@ -177,3 +177,29 @@ def test_openmp_wait_policy_after_torch_import(monkeypatch):
     assert runtime.openmp_wait_policy() == "active"
     with pytest.raises(ValueError, match="OMP_WAIT_POLICY"):
         runtime.set_openmp_wait_policy("sleepy")
+
+
+def test_compile_trunk_failure_restores_eager(monkeypatch):
+    """If torch.compile fails, compile_trunk reports it and the model stays eager with unchanged outputs."""
+    from ase.build import bulk
+
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    model = small_model()
+    atoms = bulk("Si", "diamond", a=5.43)
+    batch = collate_graphs([atoms_to_graph(atoms, model.config.cutoff, model.config.effective_triplet_cutoff)],
+                           dtype=torch.float64)
+    with torch.no_grad():
+        before = model(batch)
+
+    def broken_compile(self, *args, **kwargs):
+        self._compiled_call_impl = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no compiler here"))
+
+    monkeypatch.setattr(torch.nn.Module, "compile", broken_compile)
+    status = runtime.compile_trunk(model, batch)
+    assert status.compiled == () and "no compiler here" in status.reason
+    with torch.no_grad():
+        after = model(batch)
+    for k in before:
+        assert torch.equal(before[k], after[k])
+    assert all(m._compiled_call_impl is None for m in model.modules())
