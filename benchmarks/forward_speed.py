@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/forward_speed.py --baseline /path/to/old/checkout [--rounds 3]
     OMP_NUM_THREADS=1 python benchmarks/forward_speed.py --sections memory --mem-sizes 72 576 1944
+    OMP_NUM_THREADS=1 python benchmarks/forward_speed.py --sections sio2 --compile   # + torch.compile (minutes)
 
 Every case runs in its own subprocess (allocator settings are per process; peak memory is ``ru_maxrss``),
 and the cases are interleaved over ``--rounds`` rounds; each prints min and median over all its steps.
@@ -86,7 +87,7 @@ def _count_flops(torch, fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     # in-place addmm_ (used by the optimised blocks) is not in torch's registry: count it as addmm
-    if torch.ops.aten.addmm_.default not in flop_counter.flop_registry:
+    if torch.ops.aten.addmm_ not in flop_counter.flop_registry:
         def addmm_inplace_flop(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
             return 2 * a_shape[0] * a_shape[1] * b_shape[1]
 
@@ -143,6 +144,15 @@ def worker(spec: dict) -> dict:
             out["mb_per_atom"] = (peak - rss0) / spec["n"]
             out["peak_mb"] = peak
             return out
+        if spec.get("compile"):
+            from ase_etgnn.runtime import compile_trunk
+
+            t = time.perf_counter()
+            status = compile_trunk(model, batch)
+            out["compile_wall_s"] = time.perf_counter() - t  # the C++ compilers run in other processes
+            out["compiled"] = bool(status.compiled)
+            if not status.compiled:
+                raise RuntimeError(status.reason)
         step()  # warm-up
         out["flops"] = _count_flops(torch, step)
         out["wall"], out["cpu"] = _timed(step, spec["steps"])
@@ -241,7 +251,7 @@ def section_sio2(args, baseline: Path | None) -> None:
     if baseline is not None:
         cases["before (baseline)"] = (baseline, False)
     acc: dict = {}
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
         for n in (72, 576):
             for label, (code, mall) in cases.items():
                 spec = {"kind": "sio2", "n": n, "mallopt": mall, "steps": args.steps}
@@ -251,6 +261,12 @@ def section_sio2(args, baseline: Path | None) -> None:
                 a["cpu"] += r["cpu"]
                 a["mm"].append(r["matmul_gflops"])
                 a["flops"] = r["flops"]
+            if args.compile and n == 576 and rnd == 0:  # compilation takes minutes: one round
+                r = run_case({"kind": "sio2", "n": n, "mallopt": True, "steps": args.rounds * args.steps,
+                              "compile": True}, ROOT)
+                acc[("after + compile", n)] = {"wall": r["wall"], "cpu": r["cpu"], "mm": [r["matmul_gflops"]],
+                                               "flops": r["flops"]}
+                print(f"compile_trunk: {r['compile_wall_s']:.0f} s wall clock to compile (576 atoms)")
     print("\n== models/sio2.pt, all heads, direct forward, perturbed alpha-quartz, 1 thread ==")
     print(f"{'code':<20} {'atoms':>5} {'GFLOP':>6} {'wall min/med s':>16} {'cpu min/med s':>15} "
           f"{'GFLOP/s':>8} {'matmul':>7} {'% of mm':>8}  (GFLOP/s from cpu min)")
@@ -260,6 +276,10 @@ def section_sio2(args, baseline: Path | None) -> None:
         rate = a["flops"] / 1e9 / c[0]  # CPU time: one thread, robust to a loaded machine
         print(f"{label:<20} {n:>5} {a['flops'] / 1e9:>6.2f} {w[0]:>7.3f} {w[1]:>7.3f} {c[0]:>7.3f} {c[1]:>7.3f} "
               f"{rate:>8.1f} {mm:>7.1f} {100 * rate / mm:>7.1f}%")
+    if args.compile:
+        a, c = acc[("after", 576)], acc[("after + compile", 576)]
+        print(f"576 atoms, compiled/eager step time: cpu min {min(c['cpu']) / min(a['cpu']):.2f}, "
+              f"wall min {min(c['wall']) / min(a['wall']):.2f}")
     for label in cases:
         r_w = min(acc[(label, 576)]["wall"]) / min(acc[(label, 72)]["wall"])
         r_c = min(acc[(label, 576)]["cpu"]) / min(acc[(label, 72)]["cpu"])
@@ -273,20 +293,27 @@ def section_sio2(args, baseline: Path | None) -> None:
                   f"{min(b['cpu']) / min(nm['cpu']):.2f}x")
 
 
-def section_pyg(args) -> None:
+def section_pyg(args, baseline: Path | None) -> None:
     print("\n== energy-only ETGNN trunk vs PyG DimeNetPlusPlus, same edges and triplets, 1 thread ==")
+    codes = {"": (ROOT, True)}
+    if baseline is not None:
+        codes["before "] = (baseline, False)
     for graph in ("cluster150", "quartz72"):
-        acc = {"ours": ([], []), "pyg": ([], [])}
+        acc = {(c, k): ([], []) for c in codes for k in ("ours", "pyg")}
         r = None
         for _ in range(args.rounds):
-            r = run_case({"kind": "pyg", "graph": graph, "mallopt": True, "steps": args.steps}, ROOT)
-            if "skipped" in r:
-                print(f"PyG comparison skipped: {r['skipped']}")
-                return
-            for k in acc:
-                acc[k][0].extend(r["times"][k][0])
-                acc[k][1].extend(r["times"][k][1])
-        (ow, oc), (pw, pc) = acc["ours"], acc["pyg"]
+            for c, (code, mall) in codes.items():
+                r = run_case({"kind": "pyg", "graph": graph, "mallopt": mall, "steps": args.steps}, code)
+                if "skipped" in r:
+                    print(f"PyG comparison skipped: {r['skipped']}")
+                    return
+                for k in ("ours", "pyg"):
+                    acc[(c, k)][0].extend(r["times"][k][0])
+                    acc[(c, k)][1].extend(r["times"][k][1])
+        if baseline is not None:
+            (bw, bc), (pw, pc) = acc[("before ", "ours")], acc[("before ", "pyg")]
+            print(f"{graph}, code before: ours/PyG cpu min {min(bc) / min(pc):.2f}, wall min {min(bw) / min(pw):.2f}")
+        (ow, oc), (pw, pc) = acc[("", "ours")], acc[("", "pyg")]
         print(f"{graph}: {r['n_atoms']} atoms, {r['n_edges']} edges, {r['n_triplets']} triplets; "
               f"GFLOP ours {r['flops_ours'] / 1e9:.2f}, PyG {r['flops_pyg'] / 1e9:.2f}; matmul {r['matmul_gflops']:.1f} GFLOP/s")
         print(f"  ours wall min/med {min(ow):.4f}/{statistics.median(ow):.4f} s, cpu {min(oc):.4f}/{statistics.median(oc):.4f} s")
@@ -301,7 +328,7 @@ def section_memory(args, baseline: Path | None) -> None:
     if baseline is not None:
         codes["before"] = (baseline, False)
     for n in args.mem_sizes:
-        for mode in ("direct", "conservative"):
+        for mode in args.mem_modes:
             row = []
             for label, (code, mall) in codes.items():
                 r = run_case({"kind": "memory", "n": n, "mode": mode, "mallopt": mall}, code)
@@ -317,6 +344,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per case and round")
     ap.add_argument("--sections", nargs="+", default=["sio2", "pyg", "memory"], choices=["sio2", "pyg", "memory"])
     ap.add_argument("--mem-sizes", type=int, nargs="+", default=[72, 576], choices=sorted(REPS))
+    ap.add_argument("--mem-modes", nargs="+", default=["direct", "conservative"], choices=["direct", "conservative"])
+    ap.add_argument("--compile", action="store_true", help="also time compile_trunk at 576 atoms (minutes)")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -328,7 +357,7 @@ def main() -> None:
     if "sio2" in args.sections:
         section_sio2(args, args.baseline)
     if "pyg" in args.sections:
-        section_pyg(args)
+        section_pyg(args, args.baseline)
     if "memory" in args.sections:
         section_memory(args, args.baseline)
 
