@@ -97,13 +97,17 @@ def _count_flops(torch, fn) -> float:
     return float(fc.get_total_flops())
 
 
-def _timed(fn, steps: int) -> tuple[list, list]:
+def _timed(fn, steps: int, faults: list | None = None) -> tuple[list, list]:
+    """Wall and process-CPU seconds per call; minor page faults per call appended to ``faults``."""
     wall, cpu = [], []
     for _ in range(steps):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t, c = time.perf_counter(), time.process_time()
         fn()
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
+        if faults is not None:
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     return wall, cpu
 
 
@@ -155,7 +159,8 @@ def worker(spec: dict) -> dict:
                 raise RuntimeError(status.reason)
         step()  # warm-up
         out["flops"] = _count_flops(torch, step)
-        out["wall"], out["cpu"] = _timed(step, spec["steps"])
+        out["faults"] = []
+        out["wall"], out["cpu"] = _timed(step, spec["steps"], out["faults"])
         out["matmul_gflops"] = _matmul_gflops(torch)
         return out
     if kind == "pyg":
@@ -256,7 +261,8 @@ def section_sio2(args, baseline: Path | None) -> None:
             for label, (code, mall) in cases.items():
                 spec = {"kind": "sio2", "n": n, "mallopt": mall, "steps": args.steps}
                 r = run_case(spec, code)
-                a = acc.setdefault((label, n), {"wall": [], "cpu": [], "mm": []})
+                a = acc.setdefault((label, n), {"wall": [], "cpu": [], "mm": [], "faults": []})
+                a["faults"] += r["faults"]
                 a["wall"] += r["wall"]
                 a["cpu"] += r["cpu"]
                 a["mm"].append(r["matmul_gflops"])
@@ -265,17 +271,17 @@ def section_sio2(args, baseline: Path | None) -> None:
                 r = run_case({"kind": "sio2", "n": n, "mallopt": True, "steps": args.rounds * args.steps,
                               "compile": True}, ROOT)
                 acc[("after + compile", n)] = {"wall": r["wall"], "cpu": r["cpu"], "mm": [r["matmul_gflops"]],
-                                               "flops": r["flops"]}
+                                               "flops": r["flops"], "faults": r["faults"]}
                 print(f"compile_trunk: {r['compile_wall_s']:.0f} s wall clock to compile (576 atoms)")
     print("\n== models/sio2.pt, all heads, direct forward, perturbed alpha-quartz, 1 thread ==")
     print(f"{'code':<20} {'atoms':>5} {'GFLOP':>6} {'wall min/med s':>16} {'cpu min/med s':>15} "
-          f"{'GFLOP/s':>8} {'matmul':>7} {'% of mm':>8}  (GFLOP/s from cpu min)")
+          f"{'GFLOP/s':>8} {'matmul':>7} {'% of mm':>8} {'faults':>8}  (GFLOP/s from cpu min; page faults/step, median)")
     for (label, n), a in acc.items():
         w, c = _mm(a["wall"]), _mm(a["cpu"])
         mm = statistics.median(a["mm"])
         rate = a["flops"] / 1e9 / c[0]  # CPU time: one thread, robust to a loaded machine
         print(f"{label:<20} {n:>5} {a['flops'] / 1e9:>6.2f} {w[0]:>7.3f} {w[1]:>7.3f} {c[0]:>7.3f} {c[1]:>7.3f} "
-              f"{rate:>8.1f} {mm:>7.1f} {100 * rate / mm:>7.1f}%")
+              f"{rate:>8.1f} {mm:>7.1f} {100 * rate / mm:>7.1f}% {statistics.median(a['faults']):>8.0f}")
     if args.compile:
         a, c = acc[("after", 576)], acc[("after + compile", 576)]
         print(f"576 atoms, compiled/eager step time: cpu min {min(c['cpu']) / min(a['cpu']):.2f}, "
