@@ -16,6 +16,9 @@ __all__ = [
     "spherical_bessel_zeros",
     "legendre_y0",
     "spherical_bessel_basis",
+    "spherical_bessel_norm",
+    "spherical_bessel_radial",
+    "spherical_basis_from_edges",
     "bond_angle",
 ]
 
@@ -153,6 +156,69 @@ def spherical_bessel_basis(
     ylm = legendre_y0(n_sph - 1, torch.cos(angle)).to(torch.float64)  # [n_triplets, n_sph]
     out = norm * jl * ylm.unsqueeze(-1)  # [n_triplets, n_sph, n_rad]
     return out.reshape(len(r), n_sph * n_rad).to(r.dtype)
+
+
+def spherical_bessel_norm(zeros: np.ndarray, cutoff: float) -> np.ndarray:
+    """Normalisation of Eq. 14, ``sqrt(2 / (rc^3 j_{l+1}^2(z_ln)))`` in A^-3/2, float64; [n_sph, n_rad]."""
+    z = torch.as_tensor(np.asarray(zeros, dtype=np.float64))  # [n_sph, n_rad]
+    jl1 = torch.stack([spherical_bessel_l(l + 1, z[l]) for l in range(z.shape[0])])  # [n_sph, n_rad]
+    return torch.sqrt(2.0 / (cutoff**3 * jl1**2)).numpy()
+
+
+def _spherical_bessel_same_dtype(l: int, x: torch.Tensor) -> torch.Tensor:
+    """``j_l(x)`` for x >= 0 in the dtype of ``x`` (series below l + 1, upward recurrence above, as in
+    ``spherical_bessel_l``); float32 agrees with the float64 evaluation to ~1e-6 absolute (tested)."""
+    small = x < l + 1.0
+    xs = torch.where(small, torch.full_like(x, l + 2.0), x)  # recurrence argument, >= l + 1
+    inv = 1.0 / xs
+    s, c = torch.sin(xs), torch.cos(xs)
+    j_prev = s * inv
+    j_cur = j_prev if l == 0 else (s * inv - c) * inv
+    for n in range(1, l):
+        j_prev, j_cur = j_cur, (2 * n + 1) * inv * j_cur - j_prev
+    xl = torch.where(small, x, torch.zeros_like(x))  # series argument, < l + 1
+    x2 = -0.5 * xl * xl
+    # Horner form of sum_k (-x^2/2)^k / (k! (2l+2k+1)!!) * (2l+1)!!, 18 terms as in spherical_bessel_l
+    total = torch.ones_like(x)
+    for k in range(17, 0, -1):
+        total = 1.0 + total * x2 / (k * (2 * l + 2 * k + 1))
+    dfact = float(np.prod(np.arange(1, 2 * l + 2, 2)))
+    series = total * xl**l / dfact if l else total
+    return torch.where(small, series, j_cur)
+
+
+def spherical_bessel_radial(r: torch.Tensor, zeros: torch.Tensor, norm: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Radial part of Eq. 14 per edge, ``norm_ln j_l(z_ln r / rc)``, in the dtype of ``r``.
+
+    Args:
+        r: [n_edges] lengths, A.
+        zeros: [n_sph, n_rad] zeros z_ln (``spherical_bessel_zeros``).
+        norm: [n_sph, n_rad] ``spherical_bessel_norm``, A^-3/2.
+
+    Returns [n_edges, n_sph, n_rad]. Evaluated once per edge and gathered per triplet
+    (``spherical_basis_from_edges``) instead of once per triplet.
+    """
+    scaled = (r / cutoff).view(-1, 1)  # [n_edges, 1]
+    z = zeros.to(r.dtype)
+    jl = torch.stack([_spherical_bessel_same_dtype(l, z[l] * scaled) for l in range(z.shape[0])], dim=1)
+    return jl * norm.to(r.dtype)  # [n_edges, n_sph, n_rad]
+
+
+def spherical_basis_from_edges(radial: torch.Tensor, edge: torch.Tensor, cos_theta: torch.Tensor,
+                               weight: torch.Tensor) -> torch.Tensor:
+    """Eq. 14 per triplet from a per-edge radial part: ``radial[edge] * Y_l^0(cos) * weight``.
+
+    Args:
+        radial: [n_edges, n_sph, n_rad] (``spherical_bessel_radial``, any per-edge factor included).
+        edge: [n_triplets] the edge whose length enters (k -> j).
+        cos_theta: [n_triplets] cosine of the bond angle.
+        weight: [n_triplets] per-triplet factor (envelopes).
+
+    Returns [n_triplets, n_sph * n_rad] (l-major), equal to ``spherical_bessel_basis * weight``.
+    """
+    n_sph, n_rad = radial.shape[1:]
+    ang = legendre_y0(n_sph - 1, cos_theta) * weight.unsqueeze(-1)  # [n_triplets, n_sph]
+    return (radial[edge] * ang.unsqueeze(-1)).view(-1, n_sph * n_rad)  # [n_triplets, n_sph * n_rad]
 
 
 def bond_angle(v_a: torch.Tensor, v_b: torch.Tensor) -> torch.Tensor:

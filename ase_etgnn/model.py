@@ -24,7 +24,14 @@ import torch.utils.checkpoint
 from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
-from .basis import bessel_rbf, bond_angle, envelope, spherical_bessel_basis, spherical_bessel_zeros
+from .basis import (
+    bessel_rbf,
+    envelope,
+    spherical_basis_from_edges,
+    spherical_bessel_norm,
+    spherical_bessel_radial,
+    spherical_bessel_zeros,
+)
 from .properties import TENSOR_HEADS, get_property_spec
 
 __all__ = [
@@ -140,6 +147,24 @@ def _scatter_sum(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tenso
     return x.new_zeros((size,) + tuple(x.shape[1:])).index_add_(0, index, x)
 
 
+def _act_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, overwriting ``x`` when autograd does not track it (same kernel, same numbers)."""
+    if x.requires_grad:
+        return act(x)
+    if isinstance(act, nn.ELU):
+        return nn.functional.elu(x, act.alpha, inplace=True)
+    if isinstance(act, nn.SiLU):
+        return nn.functional.silu(x, inplace=True)
+    return act(x)
+
+
+def _mul_(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x * y``, overwriting ``x`` (same shape as the result) when autograd tracks neither."""
+    if x.requires_grad or y.requires_grad or x.shape != torch.broadcast_shapes(x.shape, y.shape):
+        return x * y
+    return x.mul_(y)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Paper equations as functions
 # ----------------------------------------------------------------------------------------------------
@@ -234,7 +259,9 @@ class EdgeEmbedding(nn.Module):
 
     def forward(self, g: torch.Tensor, rbf: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         rbf_h = self.act(self.lin_rbf(rbf))  # [n_edges, hidden]
-        return self.act(self.lin_dst(g)[dst] + self.lin_src(g)[src] + self.lin_rbf_out(rbf_h))  # [n_edges, hidden]
+        x = self.lin_rbf_out(rbf_h)  # [n_edges, hidden]
+        x = x + self.lin_dst(g).index_select(0, dst) + self.lin_src(g).index_select(0, src)  # [n_edges, hidden]
+        return _act_(self.act, x)
 
 
 class EdgeUpdate(nn.Module):
@@ -267,7 +294,7 @@ class EdgeUpdate(nn.Module):
         x_kj = self.act(self.lin_kj(m)) * self.lin_rbf2(self.lin_rbf1(rbf))  # [n_edges, hidden]
         x_kj = self.act(self.lin_down(x_kj))  # [n_edges, int_emb]
         s = self.lin_sbf2(self.lin_sbf1(sbf))  # [n_triplets, int_emb]
-        x = _scatter_sum(x_kj[trip_in] * s, trip_out, m.shape[0])  # [n_edges, int_emb]
+        x = _scatter_sum(_mul_(s, x_kj.index_select(0, trip_in)), trip_out, m.shape[0])  # [n_edges, int_emb]
         h = x_ji + self.act(self.lin_up(x))  # [n_edges, hidden]
         for layer in self.before:
             h = layer(h)
@@ -294,8 +321,15 @@ class TripletEmbedding(nn.Module):
         self, g: torch.Tensor, rbf: torch.Tensor, sbf: torch.Tensor, atom_k: torch.Tensor, atom_j: torch.Tensor,
         atom_i: torch.Tensor, trip_out: torch.Tensor,
     ) -> torch.Tensor:
-        x = self.lin_i(g)[atom_i] + self.lin_j(g)[atom_j] + self.lin_k(g)[atom_k]  # [n_triplets, t_hidden]
-        return self.act(x + self.lin_sbf(sbf) + self.lin_rbf(rbf)[trip_out])  # [n_triplets, t_hidden]
+        # the terms of atoms j and i and of e_RBF^ji belong to the edge j -> i: summed once per edge, then
+        # gathered per triplet (one [n_triplets, t] gather instead of four). Atoms j, i of each edge that
+        # has triplets, read back from the triplets (edges without triplets are never gathered).
+        ji = torch.stack([atom_j, atom_i])  # [2, n_triplets]
+        ends = ji.new_zeros(2, rbf.shape[0]).scatter_(1, trip_out.expand(2, -1), ji)  # [2, n_edges]
+        p = self.lin_rbf(rbf) + self.lin_j(g).index_select(0, ends[0]) + self.lin_i(g).index_select(0, ends[1])
+        x = p.index_select(0, trip_out).add_(self.lin_k(g).index_select(0, atom_k))  # [n_triplets, t_hidden]
+        x = x.addmm_(sbf, self.lin_sbf.weight.t())  # + varphi_SBF(a_SBF)
+        return _act_(self.act, x)  # [n_triplets, t_hidden]
 
 
 class TripletUpdate(nn.Module):
@@ -318,10 +352,15 @@ class TripletUpdate(nn.Module):
         self, mt: torch.Tensor, m: torch.Tensor, rbf: torch.Tensor, sbf: torch.Tensor, trip_in: torch.Tensor,
         trip_out: torch.Tensor,
     ) -> torch.Tensor:
-        a = (self.act(self.lin_kj(m)) * self.lin_rbf_kj(rbf))[trip_in]  # [n_triplets, t_hidden]
-        b = (self.act(self.lin_ji(m)) * self.lin_rbf_ji(rbf))[trip_out]  # [n_triplets, t_hidden]
-        x = (a + b) * self.lin_sbf2(self.lin_sbf1(sbf))  # f_int, [n_triplets, t_hidden]
-        return mt + self.update2(self.act(self.update1(torch.cat([mt, x], dim=-1))))  # f_update
+        a = self.act(self.lin_kj(m)) * self.lin_rbf_kj(rbf)  # [n_edges, t_hidden]
+        b = self.act(self.lin_ji(m)) * self.lin_rbf_ji(rbf)  # [n_edges, t_hidden]
+        x = a.index_select(0, trip_in).add_(b.index_select(0, trip_out))  # [n_triplets, t_hidden]
+        x = _mul_(x, self.lin_sbf2(self.lin_sbf1(sbf)))  # f_int, [n_triplets, t_hidden]
+        # f_update: update1 on cat([mt, x]) as two products with the halves of its weight (no copy)
+        t = mt.shape[1]
+        w1 = self.update1.weight  # [t_hidden, 2 t_hidden]
+        h = torch.addmm(self.update1.bias, mt, w1[:, :t].t()).addmm_(x, w1[:, t:].t())  # [n_triplets, t_hidden]
+        return self.update2(_act_(self.act, h)).add_(mt)  # [n_triplets, t_hidden]
 
 
 class NodeOutput(nn.Module):
@@ -426,6 +465,10 @@ class ETGNN(nn.Module):
         self.register_buffer(
             "sbf_zeros", torch.as_tensor(spherical_bessel_zeros(cfg.n_spherical, cfg.n_sbf_radial)), persistent=False
         )
+        # Eq. 14 normalisation from the float64 zeros, cast with the model (not in the state dict)
+        self.register_buffer(
+            "sbf_norm", torch.as_tensor(spherical_bessel_norm(self.sbf_zeros.numpy(), cfg.cutoff)), persistent=False
+        )
         self.edge_embedding = EdgeEmbedding(cfg, act)
         self.edge_blocks = nn.ModuleList([EdgeUpdate(cfg, act) for _ in range(cfg.n_blocks)])
         self.heads_ = nn.ModuleDict({name: TensorHead(name, cfg, act) for name in cfg.heads})
@@ -492,15 +535,19 @@ class ETGNN(nn.Module):
         env = envelope(length, cfg.cutoff, cfg.envelope)  # [n_edges]
         rbf = bessel_rbf(length, cfg.cutoff, cfg.n_radial) * env.unsqueeze(-1)  # e_RBF, [n_edges, n_radial]
         t_in, t_out = batch["trip_in"], batch["trip_out"]
-        # bond angle at the central atom j between j->k and j->i
-        angle = bond_angle(-vec[t_in], vec[t_out])  # [n_triplets]
         env_t = envelope(length, cfg.effective_triplet_cutoff, cfg.envelope)  # [n_edges]
-        trip_w = env_t[t_in] * env_t[t_out]  # [n_triplets], smooth at the triplet cutoff
-        sbf = spherical_bessel_basis(length[t_in], angle, self.sbf_zeros.to(pos.dtype), cfg.cutoff)
-        sbf = sbf * (env[t_in] * trip_w).unsqueeze(-1)  # a_SBF, [n_triplets, n_sph * n_rad]
+        u_kj, u_ji = unit[t_in], unit[t_out]  # [n_triplets, 3] each
+        # cosine of the bond angle at j between j->k and j->i (no atan2: smooth gradient when collinear)
+        cos_t = -(u_kj * u_ji).sum(-1)  # [n_triplets]
+        env_ti = env_t[t_out]  # [n_triplets]
+        trip_w = env_t[t_in] * env_ti  # [n_triplets], smooth at the triplet cutoff
+        # Eq. 14 radial part (with the kj-edge envelopes) once per edge in the model dtype, then gathered
+        radial = spherical_bessel_radial(length, self.sbf_zeros, self.sbf_norm, cfg.cutoff)  # [E, n_sph, n_rad]
+        radial = radial * (env * env_t).view(-1, 1, 1)
+        sbf = spherical_basis_from_edges(radial, t_in, cos_t, env_ti)  # a_SBF, [n_triplets, n_sph * n_rad]
         return {
             "unit": unit, "env": env, "rbf": rbf, "sbf": sbf, "trip_w": trip_w,
-            "u_kj": unit[t_in], "u_ji": unit[t_out], "center": dst[t_in],
+            "u_kj": u_kj, "u_ji": u_ji, "center": dst[t_in],
         }
 
     # ------------------------------------------------------------------------------------------------
