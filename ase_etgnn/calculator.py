@@ -31,6 +31,7 @@ from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_
 from .io import load_model
 from .model import ETGNN, TrunkState
 from .properties import PROPERTIES
+from .runtime import configure_allocator
 
 __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models", "default_num_threads"]
 
@@ -171,6 +172,9 @@ class ETGNNCalculator(Calculator):
         super().__init__(device=device, dtype=dtype, forces=forces, symmetrize=symmetrize, symprec=symprec,
                          skin=skin, num_threads=num_threads, **kwargs)
         self._apply()  # set() applies only changes from the defaults
+        # large temporaries stay mapped between steps (no page-fault storm); glibc only, idempotent,
+        # opt out with ASE_ETGNN_NO_MALLOPT=1 (see ase_etgnn.runtime)
+        self.allocator = configure_allocator()
 
     # ------------------------------------------------------------------------------------------------
     # parameters (ASE convention)
