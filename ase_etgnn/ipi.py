@@ -223,10 +223,10 @@ def run_client(model: Union[str, Path], structure: Union[str, Path], *, unixsock
         raise ValueError("give exactly one of a unix socket name or an inet port")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    torch.set_num_threads(int(threads))
     path = Path(structure)
     if not path.is_file():
         raise FileNotFoundError(f"structure file {str(path)!r} not found")
+    torch.set_num_threads(int(threads))
     atoms = ase.io.read(path, index=0)
     atoms.calc = ETGNNCalculator(model, device=device, dtype=dtype, forces=forces, symmetrize=symmetrize)
     where = f"unix socket /tmp/ipi_{unixsocket}" if unixsocket is not None else f"{host}:{port}"
