@@ -90,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--timestep", type=float, default=1.0, help="fs")
     ap.add_argument("--temperature", type=float, default=300.0, help="K")
     ap.add_argument("--init-temperature", type=float, default=None, help="K of the initial velocities (default 2 T)")
-    ap.add_argument("--centroid-tau", type=float, default=1000.0, help="fs, global centroid thermostat")
+    ap.add_argument("--centroid-tau", type=float, default=100.0, help="fs, global (SVR) centroid thermostat")
     ap.add_argument("--stride", type=int, default=1, help="output stride of positions, velocities and tensors")
     ap.add_argument("--extras-every", type=int, default=1, help="tensors every K requests per bead")
     ap.add_argument("--seed", type=int, default=31415)
