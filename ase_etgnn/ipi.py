@@ -84,6 +84,8 @@ class ETGNNSocketClient(SocketClient):
         stress: return the virial ``-V sigma`` (needs a calculator with stress, e.g.
             ``forces="conservative"``); otherwise the virial sent is zero, which is fine for NVE/NVT
             but not for constant-pressure runs.
+
+    The energy sent is the model's energy head (0 for a model without one; forces are unaffected).
     """
 
     def __init__(self, atoms: Atoms, *, host: str = "localhost", port: Optional[int] = None,
@@ -191,12 +193,16 @@ class ETGNNSocketClient(SocketClient):
             self.close()
 
     def irun(self, atoms: Optional[Atoms] = None, use_stress: Optional[bool] = None):
+        if atoms is not None and atoms is not self.atoms:
+            raise ValueError("this client serves the Atoms object it was constructed with; pass none here")
+        if use_stress is not None and bool(use_stress) != self.use_stress:
+            raise ValueError("set stress=... in the constructor (it checks that the calculator has stress)")
         return self.irun_rank0()
 
     def run(self, atoms: Optional[Atoms] = None, use_stress: Optional[bool] = None) -> int:
         """Serve until i-PI ends the run; returns the number of force evaluations."""
         n = 0
-        for _ in self.irun():
+        for _ in self.irun(atoms, use_stress):
             n += 1
         return n
 
@@ -243,6 +249,9 @@ def run_client(model: Union[str, Path], structure: Union[str, Path], *, unixsock
     out = log if log is not None else sys.stdout
     print(f"etgnn ipi-client: connected to {where} ({len(atoms)} atoms, {threads} torch thread(s), "
           f"extras {list(extras) or 'none'})", file=out, flush=True)
+    if "energy" not in atoms.calc.implemented_properties:
+        print("etgnn ipi-client: the model has no energy head: the energy sent to i-PI is 0 (forces are exact; "
+              "i-PI's potential and conserved quantity are not meaningful)", file=out, flush=True)
     n = client.run()
     print(f"etgnn ipi-client: i-PI ended the run after {n} force evaluations", file=out, flush=True)
     return n
