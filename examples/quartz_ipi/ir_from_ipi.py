@@ -62,6 +62,21 @@ def _step_of(atoms, path: Path, k: int) -> int:
         raise ValueError(f"{path}: frame {k} has no i-PI 'Step:' comment ({comment[:60]!r})") from None
 
 
+def _read_frames(path: Path) -> list:
+    """All frames of an extended-XYZ file; a truncated last frame (a run stopped mid-write) is dropped
+    with a message naming the file and frame."""
+    import ase.io
+
+    frames = []
+    try:
+        for atoms in ase.io.iread(path, ":"):
+            frames.append(atoms)
+    except Exception as exc:  # ASE raises several types for a truncated frame
+        print(f"{path}: frame {len(frames)} unreadable ({type(exc).__name__}: {exc}); using the "
+              f"{len(frames)} frames before it", file=sys.stderr)
+    return frames
+
+
 def load_run(run: Path) -> Dict[str, np.ndarray]:
     """Per-bead series of one run, on the frames where every bead has BEC.
 
@@ -69,8 +84,6 @@ def load_run(run: Path) -> Dict[str, np.ndarray]:
     A/fs, ``born`` (P, T, N, 3, 3) e, ``dielectric`` (P, T, 3, 3) or absent, ``cell`` (T, 3, 3),
     ``masses`` (N,) amu, ``numbers`` (N,).
     """
-    import ase.io
-
     prefix, dt_fs = read_settings(run)
     pos_files = sorted(run.glob(f"{prefix}.pos_*.extxyz"), key=lambda p: int(p.stem.split("_")[-1]))
     if not pos_files:
@@ -84,8 +97,8 @@ def load_run(run: Path) -> Dict[str, np.ndarray]:
         for f in (vf, bf):
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: missing (see the trajectories in examples/quartz_ipi/trpmd.xml)")
-        pos = ase.io.read(pf, ":")
-        vel = ase.io.read(vf, ":")
+        pos = _read_frames(pf)
+        vel = _read_frames(vf)
         # a run cut short may end with a partly written frame in one file: keep the common frames
         steps_p = [_step_of(a, pf, k) for k, a in enumerate(pos)]
         steps_v = [_step_of(a, vf, k) for k, a in enumerate(vel)]
