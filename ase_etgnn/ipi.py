@@ -117,6 +117,8 @@ class ETGNNSocketClient(SocketClient):
         #: requests whose extras carried the tensors
         self.n_with_tensors = 0
         self._bead = 0
+        #: why serving stopped: "EXIT" (i-PI's message) or "connection closed by i-PI"
+        self.end_reason: Optional[str] = None
         super().__init__(host=host, port=port, unixsocket=unixsocket, timeout=timeout, log=log)
 
     # -- one force evaluation -------------------------------------------------------------------
@@ -156,9 +158,14 @@ class ETGNNSocketClient(SocketClient):
             while True:
                 try:
                     msg = proto.recvmsg()
-                except SocketClosed:
+                except (SocketClosed, ConnectionResetError) as exc:
+                    # between requests: i-PI closes its sockets when it ends, not always after EXIT
+                    if state == "HAVEDATA":
+                        raise ConnectionError("i-PI closed the connection before collecting the forces") from exc
+                    self.end_reason = "connection closed by i-PI"
                     return
                 if msg == "EXIT":
+                    self.end_reason = "EXIT"
                     return
                 if msg == "STATUS":
                     proto.sendmsg(state)
@@ -253,7 +260,8 @@ def run_client(model: Union[str, Path], structure: Union[str, Path], *, unixsock
         print("etgnn ipi-client: the model has no energy head: the energy sent to i-PI is 0 (forces are exact; "
               "i-PI's potential and conserved quantity are not meaningful)", file=out, flush=True)
     n = client.run()
-    print(f"etgnn ipi-client: i-PI ended the run after {n} force evaluations", file=out, flush=True)
+    print(f"etgnn ipi-client: i-PI ended the run after {n} force evaluations ({client.end_reason})",
+          file=out, flush=True)
     return n
 
 
