@@ -316,10 +316,13 @@ def test_read_ipi_extras_names_file_and_frame_of_bad_data(tmp_path):
 
 
 def test_client_reports_a_missing_server(tmp_path, capsys):
+    import torch
+
     from ase_etgnn.cli import main
 
+    threads = str(torch.get_num_threads())  # the client sets torch's thread count: keep this process's
     rc = main(["ipi-client", "--model", MODEL, "--structure", str(SEED), "--unix",
-               f"etgnn-none-{uuid.uuid4().hex[:8]}", "--connect-timeout", "0.5"])
+               f"etgnn-none-{uuid.uuid4().hex[:8]}", "--connect-timeout", "0.5", "--threads", threads])
     assert rc == 3
     assert "no i-PI server at unix socket /tmp/ipi_etgnn-none-" in capsys.readouterr().err
     rc = main(["ipi-client", "--model", MODEL, "--structure", str(tmp_path / "nope.xyz"), "--port", "1"])
