@@ -1,4 +1,4 @@
-"""Command line interface: ``etgnn {train,evaluate,dataset,dfpt} ...``.
+"""Command line interface: ``etgnn {train,evaluate,dataset,dfpt,ipi-client} ...``.
 
 From a folder of DFT outputs to a model file::
 
@@ -194,6 +194,24 @@ property, energy per atom (meV/atom), each broken down by provenance tag and by 
 """
 
 
+def _cmd_ipi_client(args: argparse.Namespace) -> int:
+    from .ipi import EXTRAS_PROPERTIES, run_client
+
+    extras = [e.strip() for e in (args.extras or "").split(",") if e.strip()]
+    bad = [e for e in extras if e not in EXTRAS_PROPERTIES]
+    if bad:
+        raise ValueError(f"--extras: unknown {bad}; choose from {list(EXTRAS_PROPERTIES)}")
+    try:
+        run_client(args.model, args.structure, unixsocket=args.unix, host=args.host, port=args.port,
+                   threads=args.threads, extras=extras, extras_every=args.extras_every, device=args.device,
+                   dtype=args.dtype, forces=args.forces, stress=args.stress, symmetrize=args.symmetrize,
+                   connect_timeout=args.connect_timeout)
+    except ConnectionError as exc:
+        print(f"etgnn ipi-client: error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etgnn", description="ETGNN: tensor-property graph neural networks for ASE")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -250,6 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--by", metavar="FIELD", help="split each value of this provenance field separately (e.g. tag)")
     q.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     q.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser("ipi-client", help="serve forces (and BEC/eps_inf as extras) to an i-PI server "
+                                          "(docs/ipi.md); one process per client")
+    p.add_argument("--model", required=True, help="model file or shipped model name (e.g. sio2.pt)")
+    p.add_argument("--structure", required=True,
+                   help="structure file i-PI was initialised from (species and atom order)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="NAME", help="unix socket /tmp/ipi_NAME (i-PI <ffsocket mode='unix'>)")
+    where.add_argument("--port", type=int, help="inet port (i-PI <ffsocket mode='inet'>)")
+    p.add_argument("--host", default="localhost", help="i-PI host for --port (default localhost)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of this client (default 1)")
+    p.add_argument("--extras", default="", metavar="LIST",
+                   help="comma-separated tensors returned as i-PI extras: born_effective_charges,dielectric_tensor")
+    p.add_argument("--extras-every", dest="extras_every", type=int, default=1, metavar="K",
+                   help="attach the tensors to every K-th request of each bead (default 1: all)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--forces", choices=["direct", "conservative"], default="direct")
+    p.add_argument("--stress", action="store_true",
+                   help="return the virial (needs --forces conservative; for constant-pressure runs)")
+    p.add_argument("--symmetrize", action="store_true", help="symmetrise results (costly, MD frames have no symmetry)")
+    p.add_argument("--connect-timeout", dest="connect_timeout", type=float, default=60.0,
+                   help="seconds to keep retrying while the server starts (default 60)")
+    p.set_defaults(func=_cmd_ipi_client)
 
     try:
         from .dfpt import register_cli
