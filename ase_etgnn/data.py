@@ -307,7 +307,7 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
         _prepare(atoms, targets, prov, key, f"{path}: new record " + (repr(key) if key else f"#{i}"))
         for i, (atoms, targets, prov, key) in enumerate(items)
     ]
-    h5py = _h5py()
+    _h5py()  # a clear error before any work if h5py is missing
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     with _locked(path):

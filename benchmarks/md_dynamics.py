@@ -80,9 +80,9 @@ def make_mode(mode: str, model: str, atoms, n_inner: int):
 
 def mace_calculator(atoms):
     """MACE with random weights (about 0.3-0.5 M parameters, like the shipped ETGNN), float32, CPU."""
-    from e3nn import o3
-    from mace import modules
+    from mace import modules  # before e3nn: mace allows e3nn's own constants file to load under torch >= 2.6
     from mace.calculators import MACECalculator
+    from e3nn import o3
 
     z = sorted(set(atoms.numbers))
     torch.manual_seed(0)  # mace draws its init from the global RNG; only in this benchmark process
@@ -94,9 +94,7 @@ def mace_calculator(atoms):
         MLP_irreps=o3.Irreps("16x0e"), gate=torch.nn.functional.silu, atomic_energies=np.zeros(len(z)),
         avg_num_neighbors=60.0, atomic_numbers=z, correlation=3,
     ).float()
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mace_random_{os.getpid()}.model"
-    torch.save(model, path)
-    calc = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float32")
+    calc = MACECalculator(models=model, device="cpu", default_dtype="float32")
     calc.n_params = sum(p.numel() for p in model.parameters())
     return calc
 

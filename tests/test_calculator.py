@@ -1,20 +1,17 @@
 """ETGNNCalculator: ASE contracts, caching, neighbour-list reuse, bad input, MD, model files."""
-import io
 import json
-import pickle
-import zipfile
 
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import bulk, make_supercell
+from ase.build import make_supercell
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read, write
 
 from ase_etgnn import ETGNNCalculator, ModelFileError, load_model, save_model
 
-from conftest import ALL_HEADS, predict, small_model
+from conftest import predict, small_model
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +278,7 @@ def test_md_langevin_and_verlet_on_72_atom_quartz(tmp_path, quartz_perturbed):
 def test_nve_momentum_conserved_with_zero_net_force(quartz_perturbed):
     from ase import units
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     atoms = quartz_perturbed.copy()
     atoms.calc = ETGNNCalculator(small_model(zero_net_force=True), dtype="float64")

@@ -1,10 +1,8 @@
 """Multiple time stepping (r-RESPA with direct inner forces): exactness, conservation, ASE MD plumbing."""
 import numpy as np
 import pytest
-import torch
 from ase import units
 from ase.io import read
-from ase.io.trajectory import Trajectory
 from ase.md.verlet import VelocityVerlet
 
 from ase_etgnn import ETGNNCalculator

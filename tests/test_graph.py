@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
-from ase_etgnn.graph import atoms_to_graph, build_triplets, collate_graphs, neighbour_edges, reverse_edge_index
+from ase_etgnn.graph import atoms_to_graph, collate_graphs, neighbour_edges, reverse_edge_index
 
 
 def _edge_set(src, dst, shift):
