@@ -531,6 +531,9 @@ def collate_graphs(
         "trip_out": cat([g.trip_out + o for g, o in zip(graphs, edge_off)]).astype(np.int64),
     }
     floats = {"positions", "cell", "edge_shift"}
-    return {
-        k: torch.as_tensor(v, dtype=dtype if k in floats else torch.long, device=device) for k, v in out_np.items()
-    }
+    cpu = {k: torch.as_tensor(v, dtype=dtype if k in floats else torch.long) for k, v in out_np.items()}
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in cpu.items()}
+    # page-locked host memory: the copies are asynchronous and overlap with the queued kernels
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in cpu.items()}

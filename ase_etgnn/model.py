@@ -497,7 +497,14 @@ class ETGNN(nn.Module):
         return self.embedding.weight.device
 
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Map atomic numbers to model species indices; ``ValueError`` naming unknown elements."""
+        """Map atomic numbers to model species indices; ``ValueError`` naming unknown elements.
+
+        The check reads values back to the host, so it runs for CPU tensors only: on a GPU it would stall
+        the forward pass (a host sync); there the caller has checked the numbers (the calculator and the
+        data set do, on the host), and an index out of range stops with a device-side error.
+        """
+        if numbers.device.type != "cpu":
+            return self.z_to_index[numbers]
         if numbers.numel() and (numbers.min() < 0 or numbers.max() >= len(self.z_to_index)):
             raise ValueError(f"invalid atomic numbers in input: {sorted(set(numbers.tolist()))}")
         idx = self.z_to_index[numbers]
