@@ -1,7 +1,7 @@
 """MD modes of the shipped model side by side: cost per step, peak memory per atom, NVE energy drift, MACE.
 
     OMP_NUM_THREADS=1 python benchmarks/md_dynamics.py [--model sio2.pt] [--sizes 72 576] [--repeats 7]
-        [--drift-ps 2.0] [--n-inner 4] [--mace] [--skip-drift] [--skip-memory]
+        [--drift-ps 2.0] [--n-inner 4] [--mace] [--skip-timing] [--skip-memory] [--skip-drift]
 
 Modes (one ETGNNCalculator each, same model, float32, one thread, ``symmetrize=False`` as for MD snapshots):
   all-heads     forces, energy, BEC and eps_inf at every step (what every step paid before tensors on demand)
@@ -178,6 +178,7 @@ def main(argv=None):
     ap.add_argument("--drift-ps", type=float, default=2.0)
     ap.add_argument("--mace", action="store_true", help="include MACE (pip install mace-torch)")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--memory-sizes", type=int, nargs="+", default=[72, 576, 1944])
     ap.add_argument("--json", help="also write the numbers to this file")
@@ -186,7 +187,7 @@ def main(argv=None):
     modes = ["all-heads", "forces-only", "conservative", "mts"] + (["mace"] if args.mace else [])
     rng = np.random.default_rng(0)
     report = {"threads": torch.get_num_threads(), "model": args.model, "n_inner": args.n_inner}
-    for n in args.sizes:
+    for n in [] if args.skip_timing else args.sizes:
         times = time_steps(modes, args.model, n, args.repeats, args.n_inner, rng)
         ref = statistics.median(times["all-heads"])
         print(f"\n{n} atoms, {args.repeats} interleaved repeats, {torch.get_num_threads()} thread(s): ms/step")
