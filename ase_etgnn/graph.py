@@ -499,9 +499,9 @@ def check_overlaps(
 def collate_graphs(
     graphs: Iterable[Graph],
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = "cpu",
 ) -> Dict[str, torch.Tensor]:
-    """Batch graphs into one disconnected graph (indices offset), as torch tensors.
+    """Batch graphs into one disconnected graph (indices offset), as torch tensors on ``device`` (None = CPU).
 
     Keys: ``numbers`` [N], ``positions`` [N, 3], ``cell`` [B, 3, 3], ``batch`` [N] (structure of each atom),
     ``n_atoms`` [B], ``edge_src``/``edge_dst``/``edge_reverse`` [E], ``edge_shift`` [E, 3] (float, for
@@ -532,7 +532,7 @@ def collate_graphs(
     }
     floats = {"positions", "cell", "edge_shift"}
     cpu = {k: torch.as_tensor(v, dtype=dtype if k in floats else torch.long) for k, v in out_np.items()}
-    device = torch.device(device)
+    device = torch.device("cpu" if device is None else device)
     if device.type != "cuda":
         return {k: v.to(device) for k, v in cpu.items()}
     # page-locked host memory: the copies are asynchronous and overlap with the queued kernels

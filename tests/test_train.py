@@ -22,15 +22,6 @@ TINY = dict(cutoff=4.0, triplet_cutoff=3.0, hidden=16, triplet_hidden=16, n_bloc
 HEADS = ("forces", "born_effective_charges", "dielectric_tensor")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny graphs train far faster single-threaded on a shared 2-core machine; restored afterwards."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _structures(n: int, seed: int):
     rng = np.random.default_rng(seed)
     out = []

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 
 from ase_etgnn.cli import main
@@ -17,14 +16,6 @@ from ase_etgnn.train import TrainConfig, check_split_fits, train
 
 TINY = dict(cutoff=4.0, triplet_cutoff=3.0, hidden=8, triplet_hidden=8, n_blocks=1, int_emb=4, basis_emb=4,
             out_emb=8, n_radial=4, n_spherical=3, n_sbf_radial=3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,6 @@ from ase_etgnn.train import TrainConfig, train
 from test_train import TINY, _structures
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def conservative_data(tmp_path_factory):
     """12 three-atom SiO2 cells labelled with energy and conservative forces of a random teacher."""
