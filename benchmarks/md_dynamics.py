@@ -187,6 +187,14 @@ def main(argv=None):
     modes = ["all-heads", "forces-only", "conservative", "mts"] + (["mace"] if args.mace else [])
     rng = np.random.default_rng(0)
     report = {"threads": torch.get_num_threads(), "model": args.model, "n_inner": args.n_inner}
+    from ase_etgnn import ETGNNCalculator
+
+    report["etgnn_parameters"] = sum(p.numel() for p in ETGNNCalculator(args.model).model.parameters())
+    line = f"ETGNN {args.model}: {report['etgnn_parameters']:,} parameters"
+    if args.mace:
+        report["mace_parameters"] = mace_calculator(quartz(72)).n_params
+        line += f"; MACE (random weights): {report['mace_parameters']:,} parameters"
+    print(line)
     for n in [] if args.skip_timing else args.sizes:
         times = time_steps(modes, args.model, n, args.repeats, args.n_inner, rng)
         ref = statistics.median(times["all-heads"])
