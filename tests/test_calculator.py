@@ -275,7 +275,13 @@ def test_md_langevin_and_verlet_on_72_atom_quartz(tmp_path, quartz_perturbed):
         dyn.attach(MDLogger(dyn, atoms, str(log), header=True), interval=5)
         dyn.run(20)
         lines = log.read_text().splitlines()
-        assert len(lines) == 1 + 5 and np.isfinite(float(lines[-1].split()[1]))
+        assert len(lines) == 1 + 5
+        # the last line is this state: Etot = Epot + Ekin (eV), T (K) from the kinetic energy
+        t_ps, e_tot, e_pot, e_kin, temp = map(float, lines[-1].split()[:5])
+        assert abs(e_pot - atoms.get_potential_energy()) < 2e-4 and abs(e_kin - atoms.get_kinetic_energy()) < 2e-4
+        assert abs(e_tot - (e_pot + e_kin)) < 2e-4 and abs(temp - atoms.get_temperature()) < 0.2
+        assert abs(t_ps - dyn.get_time() / (1000 * units.fs)) < 1e-6
+        assert 100 < temp < 600  # 300 K start, 10 fs: no blow-up
 
 
 def test_nve_momentum_conserved_with_zero_net_force(quartz_perturbed):
