@@ -254,7 +254,7 @@ def _example_cfg(tmp_path, **kw):
 
 
 def test_resume_skips_done_and_keeps_failed_logs(tmp_path):
-    data = pytest.importorskip("ase_etgnn.data")
+    from ase_etgnn import data
     cfg = _example_cfg(tmp_path)
     fake = FakeQE(fail_keys={"ex-1-1"})
     s = dfpt.run_generation(cfg, runner=fake, log=lambda m: None, check_pseudos=False)
@@ -284,7 +284,6 @@ def test_resume_skips_done_and_keeps_failed_logs(tmp_path):
 
 
 def test_lock_held_by_live_job_is_respected(tmp_path):
-    pytest.importorskip("ase_etgnn.data")
     cfg = _example_cfg(tmp_path, n_structures=2, run_ph=False)
     lockdir = Path(cfg.workdir) / "ex-1-0"
     lockdir.mkdir(parents=True)
@@ -300,7 +299,7 @@ def test_lock_held_by_live_job_is_respected(tmp_path):
 
 
 def test_hdf5_failure_keeps_records_in_jsonl_queue(tmp_path, monkeypatch):
-    data = pytest.importorskip("ase_etgnn.data")
+    from ase_etgnn import data
     cfg = _example_cfg(tmp_path, n_structures=1, run_ph=False)
 
     def broken(*a, **k):
@@ -330,7 +329,6 @@ def test_cli_registration(tmp_path):
 
 
 def test_failures_in_a_row_abort_the_job(tmp_path):
-    pytest.importorskip("ase_etgnn.data")
     cfg = _example_cfg(tmp_path, n_structures=6, max_consecutive_failures=2)
     fake = FakeQE(fail_keys={f"ex-1-{i}" for i in range(6)})
     s = dfpt.run_generation(cfg, runner=fake, log=lambda m: None, check_pseudos=False)
@@ -339,7 +337,6 @@ def test_failures_in_a_row_abort_the_job(tmp_path):
 
 def test_qe_runner_uses_paths_relative_to_the_caller(tmp_path, monkeypatch):
     """The real runner (no mpirun) with a fake pw.x on PATH, called with relative paths from another cwd."""
-    pytest.importorskip("ase_etgnn.data")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for prog, out in (("pw.x", "scf.out"), ("ph.x", "ph.out")):

@@ -1,7 +1,6 @@
 """Tests of ase_etgnn.symmetry: space-group projections, decompositions, GMTNet metrics."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -497,8 +496,6 @@ def test_single_prediction_metrics(syms):
 
 
 # ------------------------------------------------------------------------------------ model
-@pytest.mark.skipif(importlib.util.find_spec("ase_etgnn.model") is None,
-                    reason="ase_etgnn.model is not written yet (integrator)")
 def test_random_model_predictions_symmetrize_to_full_success():
     import torch
 
