@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from .properties import PROPERTIES
 
@@ -61,12 +62,6 @@ class ImportReport:
 
 
 # --------------------------------------------------------------------------------------- conversions
-def _voigt6_to_3x3(v: np.ndarray) -> np.ndarray:
-    out = np.empty((3, 3))
-    for a, (i, j) in enumerate(_VOIGT):
-        out[i, j] = out[j, i] = v[a]
-    return out
-
 
 def _normalise_layout(name: str, value: Any, n_atoms: int, where: str) -> np.ndarray:
     """Reshape a value given in an accepted alternative layout to the registry shape (values unchanged)."""
@@ -80,7 +75,7 @@ def _normalise_layout(name: str, value: Any, n_atoms: int, where: str) -> np.nda
     if name == "energy" and arr.shape in ((1,),):
         return arr.reshape(())
     if name == "stress" and arr.shape == (6,):
-        return _voigt6_to_3x3(arr)
+        return voigt_6_to_full_3x3_stress(arr)  # ASE order xx yy zz yz xz xy
     if name == "stress" and arr.shape == (9,):
         return arr.reshape(3, 3)
     if name == "dielectric_tensor" and arr.shape == (9,):

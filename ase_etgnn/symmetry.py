@@ -59,6 +59,7 @@ from functools import lru_cache
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from .properties import PROPERTIES
 
@@ -482,7 +483,8 @@ class CrystalSymmetry:
         if key == "born_effective_charges":
             return self.symmetrize_atom_tensors(value, asr=asr)
         if key == "stress" and np.shape(value) == (6,):
-            return _voigt6(self.symmetrize_tensor(_from_voigt6(value), "symmetric"))
+            s3 = voigt_6_to_full_3x3_stress(np.asarray(value, dtype=np.float64))
+            return full_3x3_to_voigt_6_stress(self.symmetrize_tensor(s3, "symmetric"))
         if key == "elastic_tensor" and np.shape(value) == (6, 6):
             return elastic_tensor_to_voigt(self.symmetrize_tensor(elastic_voigt_to_tensor(value), "voigt"))
         if key in _INTRINSIC and _INTRINSIC[key][0] > 0:
@@ -529,16 +531,6 @@ def _atom_permutations(cell: np.ndarray, frac: np.ndarray, numbers: np.ndarray, 
                 f"(max distance {dist.max():.2e} A); try a different symprec")
         perms[g] = j
     return perms
-
-
-def _from_voigt6(s: ArrayLike) -> np.ndarray:
-    s = np.asarray(s, dtype=np.float64)
-    xx, yy, zz, yz, xz, xy = s
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-
-
-def _voigt6(T: np.ndarray) -> np.ndarray:
-    return np.array([T[0, 0], T[1, 1], T[2, 2], T[1, 2], T[0, 2], T[0, 1]])
 
 
 _VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
