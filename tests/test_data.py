@@ -424,3 +424,22 @@ def test_merge_h5_skips_records_already_present_under_any_key(tmp_path):
     assert again.n_added == 0 and count_records(ours) == 2
     merged = list(iter_records(ours))[1][2]
     assert merged["merged_from"]["file"] == shared
+
+
+def test_piezoelectric_and_stress_import_layouts():
+    """Voigt (3, 6) piezo e_iJ with J = xx yy zz yz xz xy, flat 18/27, and Voigt-6 stress map to the same tensor."""
+    from ase_etgnn.importers import _normalise_layout
+
+    rng = np.random.default_rng(5)
+    e = rng.normal(size=(3, 3, 3))
+    e = 0.5 * (e + e.transpose(0, 2, 1))  # e_ijk = e_ikj
+    pairs = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+    voigt = np.array([[e[i, j, k] for j, k in pairs] for i in range(3)])  # [3, 6]
+    for given in (voigt, voigt.reshape(18), e.reshape(27)):
+        out = _normalise_layout("piezoelectric_tensor", given, 4, "test")
+        assert np.array_equal(out, e), given.shape
+    s = rng.normal(size=(3, 3))
+    s = s + s.T
+    s6 = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+    assert np.array_equal(_normalise_layout("stress", s6, 4, "test"), s)
+    assert np.array_equal(_normalise_layout("stress", s.reshape(9), 4, "test"), s)
