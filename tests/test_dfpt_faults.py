@@ -210,8 +210,9 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
         if sid is not None and sid != os.getsid(0):
             for pid in dfpt._session_pids(sid):  # our fake mpirun's session only
                 os.kill(pid, signal.SIGKILL)
-    t_end = time.monotonic() + 10
-    while not _dead(int((pids / "pw").read_text())) and time.monotonic() < t_end:
+    t_end = time.monotonic() + 30  # SIGKILL is delivered asynchronously: wait until the whole session is gone
+    while (not _dead(int((pids / "pw").read_text())) or (sid is not None and dfpt._session_pids(sid))) \
+            and time.monotonic() < t_end:
         time.sleep(0.05)
     (sdir / ".lock").write_text(f"{socket.gethostname()} 999999999\n")  # still the dead driver's lock
     s = dfpt.run_generation(cfg, runner=lambda *a: 1, check_pseudos=False, log=lambda m: None)
