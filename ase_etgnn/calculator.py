@@ -109,6 +109,12 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _setting(name: str, cast) -> property:
+    """A calculator setting read from ``self.parameters`` and written through ``set()`` (ASE convention)."""
+    return property(lambda self: cast(self.parameters[name]), lambda self, value: self.set(**{name: cast(value)}),
+                    doc=f"The ``{name}`` setting; assigning it calls ``set()``, which discards stale results.")
+
+
 class ETGNNCalculator(Calculator):
     """ASE calculator for an ETGNN model.
 
@@ -188,7 +194,7 @@ class ETGNNCalculator(Calculator):
         self._validate(new)
         changed = super().set(**kwargs)
         if changed:
-            self._apply()
+            self._apply(drop_graph="skin" in changed)
             if set(changed) - {"num_threads"}:  # every other setting changes the results
                 self.reset()
         return changed
@@ -215,7 +221,7 @@ class ETGNNCalculator(Calculator):
         if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
 
-    def _apply(self) -> None:
+    def _apply(self, drop_graph: bool = True) -> None:
         """Bring model, caches and the property list in line with ``self.parameters``."""
         p = self.parameters
         self.device = _resolve_device(p["device"])
@@ -231,32 +237,13 @@ class ETGNNCalculator(Calculator):
         elif "energy" in heads:
             props += [CONSERVATIVE_FORCES]
         self.implemented_properties = sorted(set(props))
-        self._graph = None  # skin may have changed
+        if drop_graph:  # built with another skin
+            self._graph = None
         self._state = None
 
-    @property
-    def symmetrize(self) -> bool:
-        return bool(self.parameters["symmetrize"])
-
-    @symmetrize.setter
-    def symmetrize(self, value: bool) -> None:
-        self.set(symmetrize=bool(value))
-
-    @property
-    def symprec(self) -> float:
-        return float(self.parameters["symprec"])
-
-    @symprec.setter
-    def symprec(self, value: float) -> None:
-        self.set(symprec=float(value))
-
-    @property
-    def skin(self) -> float:
-        return float(self.parameters["skin"])
-
-    @skin.setter
-    def skin(self, value: float) -> None:
-        self.set(skin=float(value))
+    symmetrize = _setting("symmetrize", bool)
+    symprec = _setting("symprec", float)
+    skin = _setting("skin", float)
 
     @property
     def num_threads(self) -> int:
