@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .conventions import DTYPES, resolve_device
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
 from .io import load_model
 from .model import ETGNN, TrunkState
@@ -35,7 +36,6 @@ from .runtime import configure_allocator
 
 __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models", "default_num_threads"]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: properties computed together with forces (the trunk's edge part plus the energy head's node features)
 FORCE_GROUP = ("energy", "free_energy", "forces", "stress")
@@ -96,17 +96,6 @@ def default_num_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _resolve_device(device: str) -> torch.device:
-    """``"auto"`` = CUDA when available, else CPU; a CUDA device on a machine without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
-        raise ValueError(f"device={device!r} requested but {build}; use device='cpu' or 'auto'")
-    return dev
 
 
 def _setting(name: str, cast) -> property:
@@ -200,9 +189,9 @@ class ETGNNCalculator(Calculator):
         return changed
 
     def _validate(self, p: dict) -> None:
-        if p.get("dtype") not in _DTYPES:
+        if p.get("dtype") not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {p.get('dtype')!r}")
-        _resolve_device(p.get("device", "auto"))
+        resolve_device(p.get("device", "auto"))
         heads = set(self._net.heads)
         forces = p.get("forces")
         if forces not in (None, "direct", "conservative"):
@@ -224,8 +213,8 @@ class ETGNNCalculator(Calculator):
     def _apply(self, drop_graph: bool = True) -> None:
         """Bring model, caches and the property list in line with ``self.parameters``."""
         p = self.parameters
-        self.device = _resolve_device(p["device"])
-        self.dtype = _DTYPES[p["dtype"]]
+        self.device = resolve_device(p["device"])
+        self.dtype = DTYPES[p["dtype"]]
         self.model = self._net.to(device=self.device, dtype=self.dtype).eval()
         heads = set(self.model.heads)
         self.forces_mode = p["forces"] or ("direct" if "forces" in heads else "conservative")

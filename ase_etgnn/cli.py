@@ -65,16 +65,13 @@ def _parse_split(spec: Optional[str], data: str):
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from . import load_model
     from .calculator import resolve_model_path
+    from .conventions import resolve_device, resolve_dtype
     from .evaluate import evaluate_model, format_metrics_line, parity_plots, write_json
 
-    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = None if args.dtype is None else resolve_dtype(args.dtype)
+    device = resolve_device(args.device)
     model_path = resolve_model_path(args.model)  # a path, or the bare name of a shipped model
     indices = _parse_split(args.split, args.data)
     model = load_model(model_path, device=device, dtype=dtype)

@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import numpy as np
 
+from .conventions import fsync_dir
 from .properties import PROPERTIES, get_property_spec
 
 __all__ = [
@@ -228,19 +229,6 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True)
 class _Prepared:
     numbers: np.ndarray
@@ -352,7 +340,7 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
             if exists:
                 shutil.copymode(path, tmp)
             os.replace(tmp, path)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.remove(tmp)

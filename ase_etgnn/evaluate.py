@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+import spglib
 
+from .conventions import crystal_system_from_number
 from .properties import PROPERTIES, get_property_spec
 
 __all__ = [
@@ -118,28 +121,12 @@ def property_metrics(name: str, pred: np.ndarray, target: np.ndarray, n_atoms: O
 
 
 def crystal_system(atoms, symprec: float = 1e-5) -> str:
-    """Crystal system name of ``atoms`` from spglib's space-group number ("unknown" if spglib fails)."""
-    try:
-        import spglib
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    """Crystal system name of ``atoms`` from spglib's space-group number ("unknown" if spglib finds none)."""
     cell = (np.asarray(atoms.get_cell()), atoms.get_scaled_positions(), atoms.get_atomic_numbers())
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
-    except Exception:
-        return "unknown"
-    if ds is None:
-        return "unknown"
-    num = ds.number if hasattr(ds, "number") else ds["number"]
-    for upper, system in ((2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"),
-                          (167, "trigonal"), (194, "hexagonal"), (230, "cubic")):
-        if num <= upper:
-            return system
-    return "unknown"  # pragma: no cover
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    return "unknown" if ds is None else crystal_system_from_number(ds.number)
 
 
 # ------------------------------------------------------------------------------------ model evaluation

@@ -32,12 +32,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from .conventions import VOIGT_PAIRS
 from .properties import PROPERTIES
 
 __all__ = ["ImportedRecord", "ImportReport", "detect_format", "check_extxyz", "iter_import", "import_files",
            "targets_from_atoms", "expand_paths"]
 
-_VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _normalise_layout(name: str, value: Any, n_atoms: int, where: str) -> np.nda
             return arr.reshape(3, 3, 3)
         if arr.shape == (3, 6):
             out = np.empty((3, 3, 3))
-            for a, (j, k) in enumerate(_VOIGT):
+            for a, (j, k) in enumerate(VOIGT_PAIRS):
                 out[:, j, k] = out[:, k, j] = arr[:, a]
             return out
         if arr.shape == (18,):

@@ -19,8 +19,6 @@ import json
 import os
 import pickle
 import re
-import secrets
-import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Optional, Union
 
 import torch
 
+from .conventions import atomic_write
 from .model import ETGNN, ETGNNConfig, construct
 from .properties import PROPERTIES
 
@@ -79,25 +78,12 @@ def _non_finite(state: dict) -> Optional[str]:
 
 
 def _write_payload(payload: dict, path: Path) -> Path:
-    """Add the checksum and write atomically (temp file + rename)."""
+    """Add the checksum and write atomically and durably (:func:`~ase_etgnn.conventions.atomic_write`)."""
     payload = {**payload, "format_version": FORMAT_VERSION}
     payload["checksum"] = _payload_checksum(payload)
-    given = path
-    if path.is_symlink():  # replace the file the link points to, not the link
-        path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # created like open() would (0666 less the umask; mkstemp would make it 0600), or with the replaced file's mode
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return given
+    Path(os.path.realpath(path)).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))  # a symbolic link is written through, link kept
+    return path
 
 
 def save_model(model: ETGNN, path: Union[str, os.PathLike], metadata: Optional[dict] = None) -> Path:

@@ -61,6 +61,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
+from .conventions import CRYSTAL_SYSTEMS, VOIGT_PAIRS, crystal_system_from_number
 from .properties import PROPERTIES
 
 __all__ = [
@@ -96,20 +97,6 @@ _INTRINSIC: Dict[str, Tuple[int, str]] = {
 }
 _INTRINSIC["elastic_tensor"] = (4, "voigt")
 _PER_ATOM_PROPS = {name for name, spec in PROPERTIES.items() if spec.per_atom}
-
-_CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal",
-                    "cubic")
-
-
-def crystal_system_from_number(number: int) -> str:
-    """Crystal system ("triclinic" ... "cubic") of a space-group number 1-230."""
-    if not 1 <= int(number) <= 230:
-        raise ValueError(f"space-group number must be in 1..230, got {number}")
-    for upper, name in zip((2, 15, 74, 142, 167, 194, 230), _CRYSTAL_SYSTEMS):
-        if number <= upper:
-            return name
-    raise AssertionError("unreachable")
-
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a)  # own copy
@@ -533,17 +520,14 @@ def _atom_permutations(cell: np.ndarray, frac: np.ndarray, numbers: np.ndarray, 
     return perms
 
 
-_VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-
-
 def elastic_voigt_to_tensor(C6: ArrayLike) -> np.ndarray:
     """Voigt ``(6, 6)`` elastic matrix (order xx, yy, zz, yz, xz, xy) -> ``(3, 3, 3, 3)`` tensor."""
     C6 = np.asarray(C6, dtype=np.float64)
     if C6.shape != (6, 6):
         raise ValueError(f"Voigt elastic matrix must have shape (6, 6), got {C6.shape}")
     C = np.zeros((3, 3, 3, 3))
-    for a, (i, j) in enumerate(_VOIGT_PAIRS):
-        for b, (k, l) in enumerate(_VOIGT_PAIRS):
+    for a, (i, j) in enumerate(VOIGT_PAIRS):
+        for b, (k, l) in enumerate(VOIGT_PAIRS):
             for p, q in {(i, j), (j, i)}:
                 for r, s in {(k, l), (l, k)}:
                     C[p, q, r, s] = C6[a, b]
@@ -555,7 +539,7 @@ def elastic_tensor_to_voigt(C: ArrayLike) -> np.ndarray:
     C = np.asarray(C, dtype=np.float64)
     if C.shape != (3, 3, 3, 3):
         raise ValueError(f"elastic tensor must have shape (3, 3, 3, 3), got {C.shape}")
-    return np.array([[C[i, j, k, l] for (k, l) in _VOIGT_PAIRS] for (i, j) in _VOIGT_PAIRS])
+    return np.array([[C[i, j, k, l] for (k, l) in VOIGT_PAIRS] for (i, j) in VOIGT_PAIRS])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -954,7 +938,7 @@ def success_rates(items: Iterable[Tuple[Any, Any]], property: str, zero_tol: flo
             if r["equality"] is not None:
                 c[3] += 1
                 c[4] += int(r["equality"])
-    order = [s for s in _CRYSTAL_SYSTEMS if s in counts] + (["all"] if "all" in counts else [])
+    order = [s for s in CRYSTAL_SYSTEMS if s in counts] + (["all"] if "all" in counts else [])
     return {k: {"n": counts[k][0], "n_zero": counts[k][1],
                 "zero_rate": counts[k][2] / counts[k][1] if counts[k][1] else float("nan"),
                 "n_equal": counts[k][3],

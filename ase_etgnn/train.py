@@ -25,15 +25,15 @@ import datetime
 import json
 import math
 import os
-import secrets
-import stat
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .conventions import atomic_torch_save, atomic_write_text, resolve_device, resolve_dtype
+from .io import save_model
 from .properties import LOSS_TARGETS, PROPERTIES, TENSOR_HEADS, loss_target
 
 __all__ = [
@@ -454,23 +454,6 @@ def euclidean_loss(pred, target, mask, n_atoms=None):
 
 
 # -------------------------------------------------------------------------------------------- model
-def _resolve_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def _resolve_device(name: str, local_rank: int):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
-
-
 class _Predictor:
     """Builds a callable nn.Module wrapping the model's prediction for a ``forces_mode`` (for DDP): direct
     heads; conservative (``forces`` = -dE/dr); joint (``forces`` direct, ``forces_conservative`` = -dE/dr)."""
@@ -496,52 +479,6 @@ class _Predictor:
 
 
 # ---------------------------------------------------------------------------------------- training
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Write ``path`` atomically and durably: ``write(tmp)`` fills a temporary file beside it, which gets the
-    mode a plain ``open()`` would give (0666 minus the umask), is fsync'd and renamed over ``path``; the
-    directory is fsync'd too.  ``path`` is either the old or the new file at every moment."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        os.close(fd)
-        write(tmp)  # may replace tmp by a file of another mode (save_model writes via mkstemp)
-        os.chmod(tmp, mode)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_torch_save(obj: Any, path: str) -> None:
-    import torch
-
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-
-    _atomic_write(path, write)
-
-
-def _save_best(model, path: str, metadata: Mapping[str, Any]) -> None:
-    """``save_model`` to ``path`` through :func:`_atomic_write` (normal permissions, fsync'd)."""
-    from . import save_model
-
-    _atomic_write(path, lambda tmp: save_model(model, tmp, metadata=dict(metadata)))
-
-
 def _append_line(path: str, line: str) -> None:
     """Append one line to ``path`` and fsync it (the epoch log)."""
     with open(path, "a") as fh:
@@ -711,10 +648,10 @@ def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool 
     try:
         rank, world = _dist_state()
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = _resolve_device(config.device, local_rank)
+        device = resolve_device(config.device, local_rank)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dtype = _resolve_dtype(config.dtype)
+        dtype = resolve_dtype(config.dtype)
         out_dir = os.path.abspath(config.output_dir)
         ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME)
         best_path = os.path.join(out_dir, BEST_NAME)
@@ -867,15 +804,15 @@ def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool 
                     history = [json.loads(line) for line in fh if line.strip()]
                 history = [h for h in history if h.get("epoch", 0) <= start_epoch]
             if rank == 0:
-                _atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
+                atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
             say(f"resuming {out_dir} after epoch {start_epoch}")
         elif rank == 0:
             if old_files:  # --overwrite: moved aside only now that the new run's settings and data checked out
                 dest = _move_run_aside(out_dir, old_files)
                 say(f"--overwrite: the previous run's {', '.join(old_files)} moved to {dest}")
-            _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(config.to_dict(), indent=2) + "\n")
-            _atomic_write_text(os.path.join(out_dir, "split.json"), json.dumps(split) + "\n")
-            _atomic_write_text(log_path, "")
+            atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(config.to_dict(), indent=2) + "\n")
+            atomic_write_text(os.path.join(out_dir, "split.json"), json.dumps(split) + "\n")
+            atomic_write_text(log_path, "")
 
         # ---------------------------------------------------------------- data
         dataset_kw = dict(cutoff=model.config.cutoff, triplet_cutoff=model.config.triplet_cutoff,
@@ -924,7 +861,7 @@ def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool 
         if init_model is not None:
             metadata_base["init_from"] = {"path": config.init_from, "metadata": init_model.metadata}
         if rec0 is not None and rec0["best"] and rank == 0:
-            _save_best(model, best_path, {**metadata_base, "epoch": 0, "val_loss": rec0["val_loss"],
+            save_model(model, best_path, {**metadata_base, "epoch": 0, "val_loss": rec0["val_loss"],
                                           "val_mae": rec0["val_mae"]})
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if config.early_stopping_patience and since_best >= config.early_stopping_patience:
@@ -981,7 +918,7 @@ def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool 
             history.append(rec)
             if rank == 0:
                 if is_best:
-                    _save_best(model, best_path, {**metadata_base, "epoch": epoch, "val_loss": val_loss,
+                    save_model(model, best_path, {**metadata_base, "epoch": epoch, "val_loss": val_loss,
                                                   "val_mae": val["mae"]})
                 state = {
                     "format": "ase_etgnn-checkpoint", "epoch": epoch,
@@ -993,7 +930,7 @@ def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool 
                     # shuffling is derived from (seed, epoch): no generator state needs saving
                     "rng": {"shuffle_seed": config.seed, "next_epoch": epoch + 1},
                 }
-                _atomic_torch_save(state, ckpt_path)
+                atomic_torch_save(state, ckpt_path)
                 _append_line(log_path, json.dumps(rec))
                 say(_fmt_epoch(rec, config.epochs))
         epochs_run = epoch if history else start_epoch
@@ -1011,7 +948,7 @@ def train(config: TrainConfig, resume: bool = False, log=print, overwrite: bool 
                        "stopped_early": stopped_early, "world_size": world, "ranks_agree": agree,
                        "best_model": best_path, "heads": list(heads), "species": list(species),
                        "normalization": norm}
-            _atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
             if stopped_early:
                 say(f"early stopping: no improvement for {config.early_stopping_patience} epochs")
             say(f"best validation loss {best_val:.4e} at epoch {best_epoch}; model written to {best_path}")

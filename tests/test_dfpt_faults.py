@@ -6,6 +6,7 @@ signalled.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -209,7 +210,8 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
             os.kill(int((pids / "pw").read_text()), signal.SIGKILL)  # our fake pw.x only
         if sid is not None and sid != os.getsid(0):
             for pid in dfpt._session_pids(sid):  # our fake mpirun's session only
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may exit between listing and kill
+                    os.kill(pid, signal.SIGKILL)
     t_end = time.monotonic() + 30  # SIGKILL is delivered asynchronously: wait until the whole session is gone
     while (not _dead(int((pids / "pw").read_text())) or (sid is not None and dfpt._session_pids(sid))) \
             and time.monotonic() < t_end:

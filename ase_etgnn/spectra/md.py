@@ -56,6 +56,7 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 from scipy import constants as sc
 
+from ..conventions import apply_sum_rule
 from .units import CM1_TO_EV, KB_EV, PER_FS_TO_CM1
 
 __all__ = [
@@ -441,7 +442,7 @@ def dipole_derivative(born: np.ndarray, velocities: np.ndarray, masses: np.ndarr
     if z.ndim != 4 or z.shape[2:] != (3, 3) or v.shape != z.shape[:3]:
         raise ValueError(f"shapes born {z.shape} and velocities {v.shape} do not match (T,N,3,3)/(T,N,3)")
     if asr:
-        z = z - z.mean(axis=1, keepdims=True)
+        z = apply_sum_rule(z)
     if remove_com:
         v = _remove_com(v, np.asarray(masses, dtype=np.float64))
     return np.einsum("taib,tab->ti", z, v)

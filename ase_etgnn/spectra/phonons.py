@@ -24,6 +24,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from ..conventions import apply_sum_rule
 from .units import PHONOPY_NAC_FACTOR, THZ_TO_CM1, frequency_cm1_from_eigenvalue
 
 __all__ = [
@@ -182,11 +183,6 @@ def make_phonopy(
     return phonon
 
 
-def _apply_asr(born: np.ndarray) -> np.ndarray:
-    """Charge-neutrality (acoustic) sum rule: subtract the mean charge tensor, sum_a Z_a = 0."""
-    return born - born.mean(axis=0, keepdims=True)
-
-
 def nac_params(
     atoms_primitive: Atoms,
     calc: Optional[Calculator] = None,
@@ -229,7 +225,7 @@ def nac_params(
     if symmetrize:
         born, eps = _symmetrize_born_eps(atoms_primitive, born, eps, symprec=symprec, asr=asr)
     if asr:
-        born = _apply_asr(born)
+        born = apply_sum_rule(born)
     return {
         "born": np.ascontiguousarray(born, dtype=np.float64),
         "dielectric": np.ascontiguousarray(eps, dtype=np.float64),
