@@ -120,7 +120,7 @@ def test_trivial_groups():
 
 
 def test_failures_fall_back_to_identity_with_warning():
-    from ase_etgnn.symmetry import _atom_permutations
+    from ase_etgnn.symmetry.projection import _atom_permutations
 
     overlapping = Atoms("Si2", positions=[[0, 0, 0], [0, 0, 0]], cell=[3, 3, 3], pbc=True)
     with pytest.warns(RuntimeWarning, match="identity only"):
