@@ -5,8 +5,8 @@ dielectric tensor (``dielectric_tensor``, (3,3)).
 Submodules: :mod:`.units` (conversion factors derived from CODATA), :mod:`.phonons` (phonopy
 force constants, NAC parameters, BORN files, LO-TO, Gamma modes), :mod:`.infrared` (mode charges,
 IR intensities, dielectric function, LST), :mod:`.raman` (Raman tensors/activities, ASE adapter),
-:mod:`.md` (recording along MD, IR/Raman from correlation functions), :mod:`.workflow`
-(one-call Gamma workflow).  Frequencies are in cm^-1 throughout.
+:mod:`.recording` (BEC and eps_inf recorded along MD, record files), :mod:`.md` (IR/Raman from
+correlation functions), :mod:`.workflow` (one-call Gamma workflow).  Frequencies are in cm^-1 throughout.
 """
 from .infrared import (
     IR_UNITS,
@@ -21,8 +21,6 @@ from .infrared import (
     static_dielectric_tensor,
 )
 from .md import (
-    DielectricRecorder,
-    MDRecord,
     MDSpectrum,
     acf_spectrum,
     autocorrelation,
@@ -31,8 +29,6 @@ from .md import (
     polarizability_series,
     quantum_correction_factor,
     raman_spectra_from_md,
-    read_md_record,
-    write_md_record,
 )
 from .phonons import (
     GammaModes,
@@ -58,6 +54,7 @@ from .raman import (
     raman_invariants,
     raman_tensors,
 )
+from .recording import DielectricRecorder, MDRecord, read_md_record, write_md_record
 from .workflow import GammaSpectra, LOTOPair, gamma_spectroscopy, lo_to_pairs, mode_groups
 
 __all__ = [

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from ..conventions import apply_sum_rule
+from ..symmetry import symmetrize_results
 from .units import PHONOPY_NAC_FACTOR, THZ_TO_CM1, frequency_cm1_from_eigenvalue
 
 __all__ = [
@@ -200,8 +201,8 @@ def nac_params(
             :func:`make_phonopy` that is the input unit cell).  Not modified.
         calc: calculator giving ``born_effective_charges`` (N,3,3, e, ``Z[a,i,j]=dF_j/dE_i``) and
             ``dielectric_tensor`` (3,3, eps_inf); defaults to ``atoms_primitive.calc``.
-        symmetrize: project onto the crystal symmetry.  Uses ``ase_etgnn.symmetry.symmetrize_results``
-            when that module is importable, else phonopy's ``symmetrize_borns_and_epsilon``.
+        symmetrize: project onto the crystal symmetry (``ase_etgnn.symmetry.symmetrize_results``, the
+            same average as phonopy's ``symmetrize_borns_and_epsilon``).
         asr: impose the charge-neutrality sum rule ``sum_a Z_a = 0`` (mean subtracted).
         symprec: symmetry tolerance (A).
         factor: phonopy's unit factor e^2/(4 pi eps0) in eV*A (14.399652 for eV/A units).
@@ -234,21 +235,12 @@ def nac_params(
 
 
 def _symmetrize_born_eps(atoms: Atoms, born: np.ndarray, eps: np.ndarray, *, symprec: float,
-                         asr: bool):
-    """Symmetrise (Z, eps) with ase_etgnn.symmetry if available, else with phonopy."""
-    try:
-        from ase_etgnn.symmetry import symmetrize_results  # noqa: WPS433 (lazy, optional)
-    except ImportError:
-        symmetrize_results = None
-    if symmetrize_results is not None:
-        out = symmetrize_results(atoms, {"born_effective_charges": born, "dielectric_tensor": eps},
-                                 symprec=symprec, asr=asr)
-        return (np.array(out["born_effective_charges"], dtype=np.float64),
-                np.array(out["dielectric_tensor"], dtype=np.float64))
-    from phonopy.structure.symmetry import symmetrize_borns_and_epsilon
-
-    b, e = symmetrize_borns_and_epsilon(born, eps, atoms_to_phonopy(atoms), symprec=symprec)
-    return np.array(b, dtype=np.float64), np.array(e, dtype=np.float64)
+                         asr: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """(Z (N,3,3), eps (3,3)) projected onto the crystal symmetry (:func:`symmetrize_results`)."""
+    out = symmetrize_results(atoms, {"born_effective_charges": born, "dielectric_tensor": eps},
+                             symprec=symprec, asr=asr)
+    return (np.array(out["born_effective_charges"], dtype=np.float64),
+            np.array(out["dielectric_tensor"], dtype=np.float64))
 
 
 def set_nac(phonon, calc: Calculator, **kwargs) -> Dict[str, Any]:
