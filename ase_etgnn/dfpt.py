@@ -29,11 +29,11 @@ starting a second pw.x in the same folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
-import contextlib
 import shutil
 import signal
 import socket
@@ -46,8 +46,10 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 from ase import Atoms
+from ase.io import read
 
-from . import qe
+from . import data, qe
+from .structures import write_seed_structures
 
 __all__ = [
     "GenerationConfig",
@@ -57,9 +59,6 @@ __all__ = [
     "generate_structure",
     "generate_structures",
     "structure_key",
-    "alpha_quartz",
-    "alpha_cristobalite",
-    "write_seed_structures",
     "run_generation",
     "register_cli",
     "main",
@@ -134,57 +133,7 @@ def structure_key(tag: str, seed: int, index: int) -> str:
 
 
 # --------------------------------------------------------------------------------------- structures
-def alpha_quartz() -> Atoms:
-    """alpha-quartz (9 atoms), Levien, Prewitt & Weidner, Am. Mineral. 65, 920 (1980), ambient pressure.
-
-    a = 4.916 A, c = 5.4054 A; Si (u, 0, 0) u = 0.4697; O (x, y, z) = (0.4135, 0.2669, 0.1191); origin
-    setting with Si on the two-fold axes at z = 0, 1/3, 2/3 (spglib finds P3_221 for this cell, a along x).
-    """
-    a, c = 4.916, 5.4054
-    u, x, y, z = 0.4697, 0.4135, 0.2669, 0.1191
-    frac = [
-        (u, 0, 0), (0, u, 2 / 3), (-u, -u, 1 / 3),
-        (x, y, z), (-y, x - y, 2 / 3 + z), (y - x, -x, 1 / 3 + z),
-        (y, x, 2 / 3 - z), (x - y, -y, -z), (-x, y - x, 1 / 3 - z),
-    ]
-    cell = [[a, 0.0, 0.0], [-a / 2, np.sqrt(3) / 2 * a, 0.0], [0.0, 0.0, c]]
-    return Atoms("Si3O6", scaled_positions=np.mod(frac, 1.0), cell=cell, pbc=True)
-
-
-def alpha_cristobalite() -> Atoms:
-    """alpha-cristobalite (12 atoms), P4_12_12 (No. 92), room temperature.
-
-    a = 4.9709 A, c = 6.9278 A; Si 4a (x, x, 0) x = 0.3003; O 8b (0.2392, 0.1044, 0.1787)
-    (Downs & Palmer, Am. Mineral. 79, 9 (1994); gives Si-O 1.602-1.604 A, Si-O-Si 146.5 deg).
-    """
-    from ase.spacegroup import crystal
-
-    atoms = crystal(
-        ["Si", "O"], basis=[(0.3003, 0.3003, 0.0), (0.2392, 0.1044, 0.1787)], spacegroup=92,
-        cellpar=[4.9709, 4.9709, 6.9278, 90, 90, 90],
-    )
-    atoms.pbc = True
-    return atoms
-
-
-def write_seed_structures(directory: str | os.PathLike = "data/seeds") -> List[Path]:
-    """Write ``alpha_quartz.extxyz`` and ``alpha_cristobalite.extxyz`` to ``directory``."""
-    from ase.io import write
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, atoms in (("alpha_quartz", alpha_quartz()), ("alpha_cristobalite", alpha_cristobalite())):
-        p = d / f"{name}.extxyz"
-        clean = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions(), cell=atoms.cell, pbc=True)
-        write(str(p), clean, format="extxyz")
-        paths.append(p)
-    return paths
-
-
 def _read_seed(path: str) -> Atoms:
-    from ase.io import read
-
     try:
         atoms = read(path)
     except Exception as err:  # noqa: BLE001
@@ -391,9 +340,7 @@ class _Store:
         return recs
 
     def hdf5_keys(self) -> Set[str]:
-        from .data import record_keys
-
-        return set(record_keys(str(self.output)))
+        return set(data.record_keys(str(self.output)))
 
     def done_keys(self) -> Set[str]:
         keys = {r["key"] for r in self._jsonl_records()}
@@ -423,8 +370,6 @@ class _Store:
     def flush(self) -> bool:
         """Append JSONL records missing from the HDF5 file. Returns False when HDF5 is unavailable."""
         try:
-            from .data import append_records
-
             present = self.hdf5_keys()
             items = []
             for r in self._jsonl_records():
@@ -435,7 +380,7 @@ class _Store:
                 items.append((atoms, targets, r["provenance"], r["key"]))
                 present.add(r["key"])
             if items:
-                append_records(str(self.output), items, on_duplicate="skip")
+                data.append_records(str(self.output), items, on_duplicate="skip")
             return True
         except Exception as err:  # noqa: BLE001 - keep the job alive; records stay in the JSONL queue
             print(f"[dfpt] warning: could not write to {self.output} ({type(err).__name__}: {err}); "

@@ -1,8 +1,8 @@
 """GMTNet-style symmetry success rates (GMTNet Tables 2/3/5) of ETGNN predictions, with and without
 ``ase_etgnn.symmetry`` projection.
 
-Predictions of a random-weight ETGNN on the ideal test crystals of ``tests/crystals.py`` (all seven
-crystal systems), in four settings:
+Predictions of a random-weight ETGNN on the ideal crystals of ``ase_etgnn.structures.ideal_crystals``
+(all seven crystal systems), in four settings:
 
 * ``ideal f64`` / ``ideal f32``: ideal crystals, model in float64 / float32, raw predictions;
 * ``rattled``: positions rattled by ``--rattle`` A (a "realistic", slightly non-ideal input; symmetry
@@ -19,19 +19,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from crystals import all_crystals, crystal_species  # noqa: E402
-
-from ase_etgnn import build_model  # noqa: E402
-from ase_etgnn.graph import atoms_to_graph, collate_graphs  # noqa: E402
-from ase_etgnn.symmetry import CrystalSymmetry, success_rates  # noqa: E402
+from ase_etgnn import build_model
+from ase_etgnn.graph import atoms_to_graph, collate_graphs
+from ase_etgnn.structures import ideal_crystal_species, ideal_crystals
+from ase_etgnn.symmetry import CrystalSymmetry, success_rates
 
 HEADS = ("forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor")
 PROPS = ("dielectric_tensor", "piezoelectric_tensor", "born_effective_charges")
@@ -66,8 +62,8 @@ def main(argv=None) -> int:
     hyper = {} if args.full_size else dict(cutoff=5.0, hidden=32, triplet_hidden=32, n_blocks=2, int_emb=16,
                                            out_emb=32)
     t0 = time.time()
-    crystals = list(all_crystals().values())
-    models = {dt: build_model(species=list(crystal_species()), heads=HEADS, seed=args.seed, dtype=dt, **hyper)
+    crystals = list(ideal_crystals().values())
+    models = {dt: build_model(species=list(ideal_crystal_species()), heads=HEADS, seed=args.seed, dtype=dt, **hyper)
               for dt in (torch.float64, torch.float32)}
     for m in models.values():
         m.eval()

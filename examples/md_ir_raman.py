@@ -34,7 +34,7 @@ try:  # ASE >= 3.29
 except ImportError:  # pragma: no cover - older ASE
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
-from ase_etgnn.dfpt import alpha_quartz  # the seed of the SiO2 data set
+from ase_etgnn.structures import alpha_quartz  # the seed of the SiO2 data set
 from ase_etgnn.spectra import DielectricRecorder, ir_spectrum_from_md, raman_spectra_from_md
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

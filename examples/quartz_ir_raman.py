@@ -4,7 +4,7 @@
 
 Needs the ``phonons`` extra (``pip install -e ".[phonons]"``: phonopy, matplotlib).
 
-Steps: build alpha-quartz (``ase_etgnn.dfpt.alpha_quartz``, the seed of the SiO2 training data:
+Steps: build alpha-quartz (``ase_etgnn.structures.alpha_quartz``, the seed of the SiO2 training data:
 P3_221, a = 4.916, c = 5.4054 A; Si 3a x = 0.4697, O 6c (0.4135, 0.2669, 0.1191), Levien, Prewitt &
 Weidner, Am. Mineral. 65, 920 (1980)), optionally relax the positions with the
 symmetry fixed, compute force constants with phonopy on a supercell, Born charges and eps_inf for
@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from ase import Atoms
 
-from ase_etgnn.dfpt import alpha_quartz  # the seed of the SiO2 data set
+from ase_etgnn.structures import alpha_quartz  # the seed of the SiO2 data set
 from ase_etgnn.spectra import (
     broaden,
     degenerate_groups,

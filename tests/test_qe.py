@@ -11,7 +11,7 @@ import pytest
 from ase.io import read, write
 from ase.units import Bohr, Ry
 
-from ase_etgnn import dfpt, qe
+from ase_etgnn import dfpt, qe, structures
 
 EX = Path(__file__).parent / "data" / "qe_sio2_example"
 
@@ -103,8 +103,8 @@ def test_ph_input_matches_example(tmp_path):
 
 
 def test_kpoint_grid_rule():
-    q = dfpt.alpha_quartz()
-    c = dfpt.alpha_cristobalite()
+    q = structures.alpha_quartz()
+    c = structures.alpha_cristobalite()
     assert qe.kpoint_grid(q) == (2, 2, 2) and qe.kpoint_grid(c) == (2, 2, 2)
     big = q.repeat((3, 1, 1))
     assert qe.kpoint_grid(big) == (1, 2, 2)
@@ -167,12 +167,12 @@ def test_wrong_or_missing_files(tmp_path):
 # ------------------------------------------------------------------------------------ generation
 def _write_seed(tmp_path: Path) -> str:
     p = tmp_path / "quartz.extxyz"
-    write(str(p), dfpt.alpha_quartz())
+    write(str(p), structures.alpha_quartz())
     return str(p)
 
 
 def test_seed_structures():
-    q, c = dfpt.alpha_quartz(), dfpt.alpha_cristobalite()
+    q, c = structures.alpha_quartz(), structures.alpha_cristobalite()
     assert q.get_chemical_formula() == "O6Si3" and c.get_chemical_formula() == "O8Si4"
     for atoms in (q, c):
         d = atoms.get_all_distances(mic=True)

@@ -1,18 +1,16 @@
 """Tests of ase_etgnn.symmetry: space-group projections, decompositions, GMTNet metrics."""
 from __future__ import annotations
 
-import os
-import sys
+import warnings
 
 import numpy as np
 import pytest
+import spglib
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-sys.path.insert(0, os.path.dirname(__file__))
-from crystals import EXPECTED_SPACE_GROUPS, all_crystals, check_space_groups, crystal_species  # noqa: E402
-
-from ase_etgnn.symmetry import (  # noqa: E402
+from ase_etgnn.structures import IDEAL_CRYSTAL_SPACE_GROUPS, ideal_crystal_species, ideal_crystals
+from ase_etgnn.symmetry import (
     PART_DEGREES,
     CrystalSymmetry,
     elastic_tensor_to_voigt,
@@ -32,7 +30,7 @@ from ase_etgnn.symmetry import (  # noqa: E402
     zero_success,
 )
 
-CRYSTALS = all_crystals()
+CRYSTALS = ideal_crystals()
 NAMES = list(CRYSTALS)
 
 
@@ -64,17 +62,29 @@ def rotate_per_atom(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ crystals / groups
+def spglib_space_groups(symprec: float = 1e-5) -> dict:
+    """name -> space-group number that spglib itself finds for every ideal crystal."""
+    found = {}
+    for name, atoms in ideal_crystals().items():
+        cell = (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers)
+        with warnings.catch_warnings():  # spglib 2.x DeprecationWarning (OLD_ERROR_HANDLING)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        found[name] = -1 if ds is None else int(ds.number)
+    return found
+
+
 def test_test_crystals_have_intended_space_groups(syms):
-    found = check_space_groups()
-    assert found == {k: v[0] for k, v in EXPECTED_SPACE_GROUPS.items()}
-    assert {v[1] for v in EXPECTED_SPACE_GROUPS.values()} == {
+    found = spglib_space_groups()
+    assert found == {k: v[0] for k, v in IDEAL_CRYSTAL_SPACE_GROUPS.items()}
+    assert {v[1] for v in IDEAL_CRYSTAL_SPACE_GROUPS.values()} == {
         "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic"}
     for name, s in syms.items():
-        assert s.spacegroup_number == EXPECTED_SPACE_GROUPS[name][0]
-        assert s.crystal_system == EXPECTED_SPACE_GROUPS[name][1]
+        assert s.spacegroup_number == IDEAL_CRYSTAL_SPACE_GROUPS[name][0]
+        assert s.crystal_system == IDEAL_CRYSTAL_SPACE_GROUPS[name][1]
     assert syms["SiO2_alpha_quartz"].spacegroup_symbol == "P3_221"
     assert syms["SiO2_alpha_quartz"].point_group == "32"
-    assert "Si" in crystal_species() and "O" in crystal_species()
+    assert "Si" in ideal_crystal_species() and "O" in ideal_crystal_species()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -505,9 +515,9 @@ def test_random_model_predictions_symmetrize_to_full_success():
     heads = ("forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor")
     small = dict(cutoff=5.0, hidden=32, triplet_hidden=32, n_blocks=2, int_emb=16, out_emb=32)
     try:  # a small model keeps the test fast; fall back to defaults if hyper-parameter names change
-        model = build_model(species=list(crystal_species()), heads=heads, seed=0, dtype=torch.float64, **small)
+        model = build_model(species=list(ideal_crystal_species()), heads=heads, seed=0, dtype=torch.float64, **small)
     except TypeError:
-        model = build_model(species=list(crystal_species()), heads=heads, seed=0, dtype=torch.float64)
+        model = build_model(species=list(ideal_crystal_species()), heads=heads, seed=0, dtype=torch.float64)
     model.eval()
     names = list(CRYSTALS)
     graphs = [atoms_to_graph(CRYSTALS[n], cutoff=model.config.cutoff,

@@ -102,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import ase.io
 
-    from ase_etgnn.dfpt import alpha_quartz  # the seed of the SiO2 data set
+    from ase_etgnn.structures import alpha_quartz  # the seed of the SiO2 data set
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,17 @@
-"""Ideal test crystals covering the seven crystal systems (built with :func:`ase.spacegroup.crystal`).
+"""Crystal structures shipped with ase_etgnn.
 
+SiO2 seeds of the data set
+--------------------------
+:func:`alpha_quartz` and :func:`alpha_cristobalite` are the seed structures of the SiO2 DFPT data
+(``data/seeds/*.extxyz``, written by :func:`write_seed_structures`; ``etgnn dfpt seeds``).
+
+Ideal crystals of the seven crystal systems
+-------------------------------------------
+:func:`ideal_crystals` (used by the symmetry tests and ``benchmarks/symmetry_success.py``).
 Every structure is an *ideal* crystal: the atoms sit exactly on the Wyckoff positions of the intended
-space group, so spglib finds that group at ``symprec=1e-5`` (checked by :func:`check_space_groups`,
-which ``tests/test_symmetry.py`` runs).  Lattice parameters and free coordinates are literature values
-(rounded; good enough for symmetry tests, not meant as DFT-quality references):
+space group (:data:`IDEAL_CRYSTAL_SPACE_GROUPS`), so spglib finds that group at ``symprec=1e-5``
+(checked in ``tests/test_symmetry.py``).  Lattice parameters and free coordinates are literature
+values (rounded; good enough for symmetry tests, not meant as DFT-quality references):
 
 ========================  ===========  =====  ==================================================
 name                      group        atoms  source of the parameters
@@ -32,20 +40,78 @@ LiAlO toy (triclinic)     P-1    2     8      invented P-1 cell with generic coo
 
 Polar and piezoelectric members: GaAs (43m, piezo only), BaTiO3 P4mm and Amm2 (polar), ZnO (polar),
 alpha-quartz (32, piezo only).  Centrosymmetric: NaCl, SrTiO3, rutile, corundum, ZrO2, the P-1 toy.
+Their alpha-quartz (``SiO2_alpha_quartz``, International Tables origin, c = 5.405 A) is not the data-set
+seed :func:`alpha_quartz` (Levien et al. origin, c = 5.4054 A).
 """
 from __future__ import annotations
 
-import warnings
-from typing import Dict, Tuple
+import os
+from pathlib import Path
+from typing import Dict, List, Tuple
 
 import numpy as np
 from ase import Atoms
+from ase.io import write
 from ase.spacegroup import crystal
 
-__all__ = ["EXPECTED_SPACE_GROUPS", "all_crystals", "check_space_groups", "crystal_species"]
+__all__ = [
+    "alpha_quartz",
+    "alpha_cristobalite",
+    "write_seed_structures",
+    "IDEAL_CRYSTAL_SPACE_GROUPS",
+    "ideal_crystals",
+    "ideal_crystal_species",
+]
 
+
+# ------------------------------------------------------------------------------------ SiO2 seeds
+def alpha_quartz() -> Atoms:
+    """alpha-quartz (9 atoms), Levien, Prewitt & Weidner, Am. Mineral. 65, 920 (1980), ambient pressure.
+
+    a = 4.916 A, c = 5.4054 A; Si (u, 0, 0) u = 0.4697; O (x, y, z) = (0.4135, 0.2669, 0.1191); origin
+    setting with Si on the two-fold axes at z = 0, 1/3, 2/3 (spglib finds P3_221 for this cell, a along x).
+    """
+    a, c = 4.916, 5.4054
+    u, x, y, z = 0.4697, 0.4135, 0.2669, 0.1191
+    frac = [
+        (u, 0, 0), (0, u, 2 / 3), (-u, -u, 1 / 3),
+        (x, y, z), (-y, x - y, 2 / 3 + z), (y - x, -x, 1 / 3 + z),
+        (y, x, 2 / 3 - z), (x - y, -y, -z), (-x, y - x, 1 / 3 - z),
+    ]
+    cell = [[a, 0.0, 0.0], [-a / 2, np.sqrt(3) / 2 * a, 0.0], [0.0, 0.0, c]]
+    return Atoms("Si3O6", scaled_positions=np.mod(frac, 1.0), cell=cell, pbc=True)
+
+
+def alpha_cristobalite() -> Atoms:
+    """alpha-cristobalite (12 atoms), P4_12_12 (No. 92), room temperature.
+
+    a = 4.9709 A, c = 6.9278 A; Si 4a (x, x, 0) x = 0.3003; O 8b (0.2392, 0.1044, 0.1787)
+    (Downs & Palmer, Am. Mineral. 79, 9 (1994); gives Si-O 1.602-1.604 A, Si-O-Si 146.5 deg).
+    """
+    atoms = crystal(
+        ["Si", "O"], basis=[(0.3003, 0.3003, 0.0), (0.2392, 0.1044, 0.1787)], spacegroup=92,
+        cellpar=[4.9709, 4.9709, 6.9278, 90, 90, 90],
+    )
+    atoms.pbc = True
+    return atoms
+
+
+def write_seed_structures(directory: str | os.PathLike = "data/seeds") -> List[Path]:
+    """Write ``alpha_quartz.extxyz`` and ``alpha_cristobalite.extxyz`` to ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, atoms in (("alpha_quartz", alpha_quartz()), ("alpha_cristobalite", alpha_cristobalite())):
+        p = d / f"{name}.extxyz"
+        clean = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions(), cell=atoms.cell, pbc=True)
+        write(str(p), clean, format="extxyz")
+        paths.append(p)
+    return paths
+
+
+# ------------------------------------------------------------------------------------ ideal crystals
 #: name -> (space-group number, crystal system) that spglib must find at symprec = 1e-5.
-EXPECTED_SPACE_GROUPS: Dict[str, Tuple[int, str]] = {
+IDEAL_CRYSTAL_SPACE_GROUPS: Dict[str, Tuple[int, str]] = {
     "NaCl_rocksalt": (225, "cubic"),
     "GaAs_zincblende": (216, "cubic"),
     "SrTiO3_cubic": (221, "cubic"),
@@ -60,7 +126,8 @@ EXPECTED_SPACE_GROUPS: Dict[str, Tuple[int, str]] = {
 }
 
 
-def _build() -> Dict[str, Atoms]:
+def ideal_crystals() -> Dict[str, Atoms]:
+    """Fresh copies of the ideal crystals, keyed by name (see the module docstring)."""
     c = {}
     c["NaCl_rocksalt"] = crystal(["Na", "Cl"], [(0, 0, 0), (0.5, 0.5, 0.5)], spacegroup=225,
                                  cellpar=[5.64, 5.64, 5.64, 90, 90, 90], primitive_cell=True)
@@ -96,34 +163,6 @@ def _build() -> Dict[str, Atoms]:
     return c
 
 
-def all_crystals() -> Dict[str, Atoms]:
-    """Fresh copies of all test crystals, keyed by name (see module docstring)."""
-    return _build()
-
-
-def crystal_species() -> Tuple[str, ...]:
-    """Sorted element symbols appearing in :func:`all_crystals` (for building a model)."""
-    return tuple(sorted({s for a in all_crystals().values() for s in a.get_chemical_symbols()}))
-
-
-def check_space_groups(symprec: float = 1e-5) -> Dict[str, int]:
-    """Check with spglib that every crystal has its intended space group; return name -> number.
-
-    Raises:
-        AssertionError: naming the crystals whose space group differs from ``EXPECTED_SPACE_GROUPS``.
-    """
-    import spglib
-
-    found, bad = {}, []
-    for name, atoms in all_crystals().items():
-        cell = (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers)
-        with warnings.catch_warnings():  # spglib 2.x DeprecationWarning (OLD_ERROR_HANDLING)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
-        number = -1 if ds is None else int(ds.number)
-        found[name] = number
-        if number != EXPECTED_SPACE_GROUPS[name][0]:
-            bad.append(f"{name}: expected {EXPECTED_SPACE_GROUPS[name][0]}, spglib found {number}")
-    if bad:
-        raise AssertionError("; ".join(bad))
-    return found
+def ideal_crystal_species() -> Tuple[str, ...]:
+    """Sorted element symbols appearing in :func:`ideal_crystals` (for building a model)."""
+    return tuple(sorted({s for a in ideal_crystals().values() for s in a.get_chemical_symbols()}))
