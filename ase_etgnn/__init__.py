@@ -7,8 +7,9 @@ Quick start::
     atoms.get_forces()
     atoms.calc.get_property("born_effective_charges", atoms)
 """
-from .io import ModelFileError, load_model, save_model
+from .calculator import ETGNNCalculator
 from .model import ETGNN, ETGNNConfig, build_model
+from .model_file import ModelFileError, load_model, save_model
 from .properties import PROPERTIES, PropertySpec
 
 __version__ = "0.1.0"
@@ -26,11 +27,3 @@ __all__ = [
     "__version__",
 ]
 
-
-def __getattr__(name: str):
-    # the calculator imports ase.calculators lazily so `import ase_etgnn` stays light
-    if name == "ETGNNCalculator":
-        from .calculator import ETGNNCalculator
-
-        return ETGNNCalculator
-    raise AttributeError(f"module 'ase_etgnn' has no attribute {name!r}")

@@ -29,7 +29,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .conventions import DTYPES, resolve_device
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
-from .io import load_model
+from .model_file import load_model
 from .model import ETGNN, TrunkState
 from .properties import PROPERTIES
 from .runtime import configure_allocator

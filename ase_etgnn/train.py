@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .conventions import atomic_torch_save, atomic_write_text, resolve_device, resolve_dtype
-from .io import save_model
+from .model_file import save_model
 from .properties import LOSS_TARGETS, PROPERTIES, TENSOR_HEADS, loss_target
 
 __all__ = [
@@ -606,7 +606,7 @@ def _fmt_epoch(rec: Mapping[str, Any], epochs: int) -> str:
 
 def _load_init_model(config: TrainConfig, device, dtype):
     """The ``init_from`` model, checked against the run's ``species``, ``heads`` and ``[model]`` settings."""
-    from .io import load_model
+    from .model_file import load_model
 
     model = load_model(config.init_from, device=device, dtype=dtype)
     have = model.config.to_dict()

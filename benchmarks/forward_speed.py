@@ -126,7 +126,7 @@ def worker(spec: dict) -> dict:
     out["code"] = str(Path(ase_etgnn.__file__).parent.parent)
     kind = spec["kind"]
     if kind in ("sio2", "memory"):
-        from ase_etgnn.io import load_model
+        from ase_etgnn.model_file import load_model
 
         model = load_model(ROOT / "models" / "sio2.pt").eval()
         atoms = _quartz(spec["n"])

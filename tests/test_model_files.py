@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ase_etgnn import ModelFileError, load_model, save_model
-from ase_etgnn.io import FORMAT_VERSION, read_model_metadata, upgrade_model_file
+from ase_etgnn.model_file import FORMAT_VERSION, read_model_metadata, upgrade_model_file
 
 from conftest import predict, small_model
 
@@ -115,7 +115,7 @@ def test_edited_config_is_detected(tmp_path, model64):
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_nan_or_inf_weights_are_refused_naming_the_parameter(tmp_path, model64, value):
     """NaN weights used to give NaN energies and forces with no error."""
-    from ase_etgnn.io import _payload_checksum
+    from ase_etgnn.model_file import _payload_checksum
 
     p = save_model(model64, tmp_path / "m.pt")
     payload = _payload(p)

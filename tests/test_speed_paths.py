@@ -83,7 +83,7 @@ def test_shipped_model_predictions_unchanged(dtype):
     (direct heads and conservative forces/stress), errors relative to each quantity's largest value.
     float64: 2e-6 (the baseline evaluated Eq. 14's normalisation at float32-rounded zeros: up to 7e-7 in the
     conservative forces); float32: round-off, 5e-5 (measured up to 7e-6)."""
-    from ase_etgnn.io import load_model
+    from ase_etgnn.model_file import load_model
 
     cells, predict = _reference_cells()
     ref = np.load(DATA / "sio2_speed_reference.npz")

@@ -16,7 +16,7 @@ import torch
 from ase.io import read
 
 from ase_etgnn.graph import atoms_to_graph, collate_graphs
-from ase_etgnn.io import load_model
+from ase_etgnn.model_file import load_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -187,7 +187,7 @@ def _read_payload(path: Union[str, os.PathLike], warn_unverified: bool = True) -
     elif warn_unverified:
         warnings.warn(
             f"{path} has model format version 1, without a checksum: damage to it cannot be detected; "
-            f"ase_etgnn.io.upgrade_model_file({str(path)!r}) re-saves it with one",
+            f"ase_etgnn.model_file.upgrade_model_file({str(path)!r}) re-saves it with one",
             UserWarning,
             stacklevel=3,
         )
