@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -20,7 +22,21 @@ __all__ = [
     "spherical_bessel_radial",
     "spherical_basis_from_edges",
     "bond_angle",
+    "y0_norms",
+    "double_factorial_odd",
 ]
+
+
+@lru_cache(maxsize=None)
+def y0_norms(l_max: int) -> Tuple[float, ...]:
+    """Normalisation ``sqrt((2l+1)/4pi)`` of ``Y_l^0`` for l = 0..l_max (computed once per l_max)."""
+    return tuple(math.sqrt((2 * l + 1) / (4 * math.pi)) for l in range(l_max + 1))
+
+
+@lru_cache(maxsize=None)
+def double_factorial_odd(l: int) -> float:
+    """``(2l+1)!! = 1 * 3 * ... * (2l+1)`` as a float (series of ``j_l``; computed once per l)."""
+    return float(np.prod(np.arange(1, 2 * l + 2, 2)))
 
 
 def cosine_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -109,7 +125,7 @@ def spherical_bessel_l(l: int, x: torch.Tensor) -> torch.Tensor:
     for n in range(1, l):
         j_prev, j_cur = j_cur, (2 * n + 1) / xs * j_cur - j_prev
     xl = torch.where(small, xd, torch.zeros_like(xd))  # series argument, kept < l + 1
-    dfact = float(np.prod(np.arange(1, 2 * l + 2, 2)))
+    dfact = double_factorial_odd(l)
     term = xl**l / dfact
     total = term
     x2 = -0.5 * xl * xl
@@ -131,8 +147,7 @@ def legendre_y0(l_max: int, cos_theta: torch.Tensor) -> torch.Tensor:
         p.append(cos_theta)
     for n in range(1, l_max):
         p.append(((2 * n + 1) * cos_theta * p[n] - n * p[n - 1]) / (n + 1))
-    norm = [math.sqrt((2 * l + 1) / (4 * math.pi)) for l in range(l_max + 1)]
-    return torch.stack([c * q for c, q in zip(norm, p)], dim=-1)
+    return torch.stack([c * q for c, q in zip(y0_norms(l_max), p)], dim=-1)  # [..., l_max + 1]
 
 
 def spherical_bessel_basis(
@@ -182,7 +197,7 @@ def _spherical_bessel_same_dtype(l: int, x: torch.Tensor) -> torch.Tensor:
     total = torch.ones_like(x)
     for k in range(17, 0, -1):
         total = 1.0 + total * x2 / (k * (2 * l + 2 * k + 1))
-    dfact = float(np.prod(np.arange(1, 2 * l + 2, 2)))
+    dfact = double_factorial_odd(l)
     series = total * xl**l / dfact if l else total
     return torch.where(small, series, j_cur)
 
