@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from scipy import constants as _c
 
 __all__ = [
@@ -82,7 +83,5 @@ def frequency_cm1_from_eigenvalue(eigenvalue):
     Negative eigenvalues (unstable modes) give negative frequencies, phonopy's convention for
     imaginary frequencies.  Works on scalars and numpy arrays.
     """
-    import numpy as np
-
     lam = np.asarray(eigenvalue, dtype=np.float64)
     return np.sign(lam) * np.sqrt(np.abs(lam)) * OMEGA2_TO_CM1

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase.calculators.calculator import Calculator
+from scipy.optimize import linear_sum_assignment
 
 from .infrared import ir_intensities, mode_effective_charges, static_dielectric_tensor
 from .phonons import GammaModes, _cartesian_to_reduced_q, degenerate_groups, gamma_modes, set_nac
@@ -134,8 +135,6 @@ def lo_to_pairs(spectra: GammaSpectra, phonon, q_direction: Sequence[float], *, 
     Returns:
         one :class:`LOTOPair` per polar group, ascending TO frequency.
     """
-    from scipy.optimize import linear_sum_assignment
-
     if phonon.nac_params is None:
         raise ValueError("phonon has no NAC parameters: run gamma_spectroscopy (or set_nac) first")
     q = np.asarray(q_direction, dtype=np.float64).reshape(3)
