@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ase.io import read, write
 
-from ase_etgnn import dfpt
+from ase_etgnn import dfpt, qe_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 EX = Path(__file__).parent / "data" / "qe_sio2_example"
@@ -99,7 +99,7 @@ def test_missing_pw_x_is_one_message_before_any_structure(tmp_path, monkeypatch,
     cfg = dfpt.GenerationConfig(seeds=(_seed(tmp_path),), n_structures=3, rms_range=(0, 0), strain_max=0, seed=1,
                                 tag="ex", run_ph=False, workdir=str(tmp_path / "work"), output=str(tmp_path / "d.h5"))
     with pytest.raises(FileNotFoundError, match="pw.x not found on PATH; install Quantum ESPRESSO"):
-        dfpt.run_generation(cfg, runner=dfpt.QERunner(mpirun=()), check_pseudos=False, log=lambda m: None)
+        dfpt.run_generation(cfg, runner=qe_runner.QERunner(mpirun=()), check_pseudos=False, log=lambda m: None)
     with pytest.raises(FileNotFoundError, match="mpirun not found on PATH"):
         dfpt.run_generation(cfg, check_pseudos=False, log=lambda m: None)
     assert dfpt.main(_args(tmp_path, 3)) == 2
@@ -149,7 +149,7 @@ def test_interrupting_the_driver_stops_its_qe_processes(tmp_path, sig):
     try:
         _wait_for(pids / "child")
         sdir = tmp_path / "work" / "ex-1-0"
-        assert (sdir / ".lock").exists() and (sdir / dfpt.SESSION_NAME).exists()
+        assert (sdir / ".lock").exists() and (sdir / qe_runner.SESSION_NAME).exists()
         drv.send_signal(sig)
         out, err = drv.communicate(timeout=60)
     finally:
@@ -165,7 +165,7 @@ def test_interrupting_the_driver_stops_its_qe_processes(tmp_path, sig):
     while not all(_dead(int((pids / n).read_text())) for n in ("pw", "child")) and time.monotonic() < t_end:
         time.sleep(0.05)
     assert all(_dead(int((pids / n).read_text())) for n in ("pw", "child")), "QE processes outlived the driver"
-    assert not (sdir / ".lock").exists() and not (sdir / dfpt.SESSION_NAME).exists()
+    assert not (sdir / ".lock").exists() and not (sdir / qe_runner.SESSION_NAME).exists()
 
 
 def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
@@ -184,8 +184,8 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
     sid = None
     try:
         _wait_for(pids / "pw")
-        _wait_for(sdir / dfpt.SESSION_NAME)
-        sid = int((sdir / dfpt.SESSION_NAME).read_text().split()[1])
+        _wait_for(sdir / qe_runner.SESSION_NAME)
+        sid = int((sdir / qe_runner.SESSION_NAME).read_text().split()[1])
         drv.kill()
         drv.wait(timeout=30)
         assert not _dead(int((pids / "pw").read_text()))  # orphaned, still computing
@@ -209,11 +209,11 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
         if (pids / "pw").exists() and not _dead(int((pids / "pw").read_text())):
             os.kill(int((pids / "pw").read_text()), signal.SIGKILL)  # our fake pw.x only
         if sid is not None and sid != os.getsid(0):
-            for pid in dfpt._session_pids(sid):  # our fake mpirun's session only
+            for pid in qe_runner.session_pids(sid):  # our fake mpirun's session only
                 with contextlib.suppress(ProcessLookupError):  # it may exit between listing and kill
                     os.kill(pid, signal.SIGKILL)
     t_end = time.monotonic() + 30  # SIGKILL is delivered asynchronously: wait until the whole session is gone
-    while (not _dead(int((pids / "pw").read_text())) or (sid is not None and dfpt._session_pids(sid))) \
+    while (not _dead(int((pids / "pw").read_text())) or (sid is not None and qe_runner.session_pids(sid))) \
             and time.monotonic() < t_end:
         time.sleep(0.05)
     (sdir / ".lock").write_text(f"{socket.gethostname()} 999999999\n")  # still the dead driver's lock
@@ -235,21 +235,21 @@ def test_stop_group_kills_a_session_that_ignores_sigterm(tmp_path):
         child = int(pidfile.read_text())
         assert os.getpgid(child) != proc.pid and os.getsid(child) == proc.pid
         t0 = time.monotonic()
-        dfpt._stop_group(proc, grace_s=0.5)
+        qe_runner.stop_group(proc, grace_s=0.5)
         assert time.monotonic() - t0 < 10
-        assert proc.poll() is not None and _dead(child) and dfpt._session_pids(proc.pid) == []
+        assert proc.poll() is not None and _dead(child) and qe_runner.session_pids(proc.pid) == []
     finally:
-        for pid in dfpt._session_pids(proc.pid):
+        for pid in qe_runner.session_pids(proc.pid):
             os.kill(pid, signal.SIGKILL)
 
 
 def test_signals_become_interrupts_but_nohup_stays_ignored():
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
     try:
-        with dfpt.interrupt_on_signals():
+        with qe_runner.interrupt_on_signals():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
-            with pytest.raises(dfpt.Interrupted) as exc:
+            with pytest.raises(qe_runner.Interrupted) as exc:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(1)
             assert exc.value.signum == signal.SIGTERM

@@ -11,7 +11,7 @@ import pytest
 from ase.io import read, write
 from ase.units import Bohr, Ry
 
-from ase_etgnn import dfpt, qe, structures
+from ase_etgnn import dfpt, qe, qe_runner, structures
 
 EX = Path(__file__).parent / "data" / "qe_sio2_example"
 
@@ -346,7 +346,7 @@ def test_qe_runner_uses_paths_relative_to_the_caller(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)
     cfg = _example_cfg(tmp_path, n_structures=1, workdir="work", output="d.h5")
-    s = dfpt.run_generation(cfg, runner=dfpt.QERunner(nprocs=1, mpirun=()), log=lambda m: None,
+    s = dfpt.run_generation(cfg, runner=qe_runner.QERunner(nprocs=1, mpirun=()), log=lambda m: None,
                             check_pseudos=False)
     assert s.done == ["ex-1-0"], s.text()
 
@@ -360,7 +360,7 @@ def test_default_mpirun_does_not_pin_single_process_jobs_to_one_core(tmp_path):
     prog.chmod(0o755)
     inp, out = tmp_path / "x.in", tmp_path / "x.out"
     inp.write_text("")
-    assert dfpt.QERunner(nprocs=1)(str(prog), inp, out, tmp_path) == 0
+    assert qe_runner.QERunner(nprocs=1)(str(prog), inp, out, tmp_path) == 0
     allowed = out.read_text().split(":")[1].strip()
     cpus = sorted(os.sched_getaffinity(0))
     assert allowed == f"{cpus[0]}-{cpus[-1]}" or allowed == ",".join(map(str, cpus)), allowed
