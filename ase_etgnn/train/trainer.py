@@ -37,6 +37,10 @@ __all__ = ["TrainResult", "Trainer", "train"]
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What :func:`train` returns: the run directory, the exported model (``best.pt``) with its epoch and
+    validation loss, the epochs run, whether early stopping ended the run, the logged epochs (epoch 0: the
+    starting weights, before training) and the number of processes."""
+
     output_dir: str
     best_path: str
     best_epoch: int
