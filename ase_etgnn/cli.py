@@ -140,7 +140,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_split(args: argparse.Namespace) -> int:
     from .data import iter_records
-    from .train import extend_split, load_split
+    from .train.splits import extend_split, load_split
 
     if os.path.exists(args.output) and not args.force:
         raise ValueError(f"{args.output} exists; choose another name or pass --force")

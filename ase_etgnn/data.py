@@ -20,8 +20,9 @@ records.  A symlinked ``path`` is resolved once: the lock and the write go to th
 link stays a link.  The ``complete`` attribute is written last inside a record; readers ignore records
 without it.  Memory: an append holds the whole file in memory (up to three copies, briefly).
 
-Readers never keep an HDF5 handle in the parent process: :class:`ETGNNDataset` opens the file lazily in
-each process (DataLoader worker) that reads from it.
+Reading: :class:`RecordReader` reads records (structure, targets, provenance) through one open handle;
+:class:`ETGNNDataset` builds graphs for training and never keeps an HDF5 handle in the parent process: it
+opens the file lazily in each process (DataLoader worker) that reads from it.
 """
 from __future__ import annotations
 
@@ -38,8 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
 
 from .conventions import fsync_dir
+from .graph import atoms_to_graph, collate_graphs
 from .properties import PROPERTIES, get_property_spec
 
 __all__ = [
@@ -51,10 +56,13 @@ __all__ = [
     "record_keys",
     "read_record",
     "iter_records",
+    "RecordReader",
+    "RecordSet",
     "count_records",
     "dataset_summary",
     "validate_targets",
     "ETGNNDataset",
+    "dataset_item",
     "Batch",
     "collate_batch",
 ]
@@ -395,19 +403,90 @@ def append_record(path, atoms, targets: Mapping[str, Any], provenance: Optional[
 
 
 # -------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class RecordSet:
+    """Which complete records of a data set file, by record group name, in order.
+
+    Holds no file handle (cheap to pickle to DataLoader workers); made by :meth:`RecordReader.records`, so
+    that a graph dataset over it need not open the file again to list the records.
+    """
+
+    path: str
+    names: Tuple[str, ...]
+
+    def subset(self, indices: Sequence[int]) -> "RecordSet":
+        """The records at positions ``indices`` of this set (``IndexError`` naming those out of range)."""
+        n = len(self.names)
+        bad = [int(i) for i in indices if not -n <= int(i) < n]
+        if bad:
+            raise IndexError(f"{self.path}: indices {bad[:5]} are out of range ({n} records); was the split made "
+                             "for another data set?")
+        return RecordSet(self.path, tuple(self.names[int(i)] for i in indices))
+
+
+class RecordReader:
+    """Plain reader of a data set's complete records: ``(atoms, targets, provenance)``, no graphs.
+
+    Opens the file once, in ``__init__`` (``FileNotFoundError`` / ``DatasetFormatError`` there), and holds
+    that handle until :meth:`close` (use it as a context manager).  The set of records is fixed at opening.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._file = _open_read(self.path)
+        self._names: Tuple[str, ...] = tuple(_complete_names(self._file))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __enter__(self) -> "RecordReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+        self._file = None
+
+    def _group(self, index: int):
+        if not -len(self._names) <= index < len(self._names):
+            raise IndexError(f"{self.path}: record index {index} out of range ({len(self._names)} records)")
+        name = self._names[index]
+        return self._file[_RECORDS][name], name
+
+    def read(self, index: int, properties: Optional[Sequence[str]] = None
+             ) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Any]]:
+        """``(atoms, targets, provenance)`` of record ``index`` (negative: from the end); ``properties``
+        limits the targets read.  ``provenance`` carries the record ``key`` (see :func:`read_record`)."""
+        g, name = self._group(index)
+        return _read_group(g, self.path, name, properties)
+
+    def key(self, index: int) -> str:
+        """The key of record ``index``, without reading the record."""
+        g, name = self._group(index)
+        return _record_key(g, self.path, name)
+
+    def records(self, indices: Optional[Sequence[int]] = None) -> RecordSet:
+        """The records ``indices`` (default: all) as a :class:`RecordSet` for :class:`ETGNNDataset`."""
+        every = RecordSet(os.path.abspath(self.path), self._names)
+        return every if indices is None else every.subset(indices)
+
+
 def count_records(path) -> int:
     """Number of complete records in ``path``."""
-    with _open_read(path) as f:
-        return len(_complete_names(f))
+    with RecordReader(path) as reader:
+        return len(reader)
 
 
 def record_keys(path) -> Set[str]:
     """Keys of the complete records in ``path`` (empty set when the file does not exist)."""
     if not os.path.exists(os.fspath(path)):
         return set()
-    with _open_read(path) as f:
-        grp = f[_RECORDS]
-        return {_record_key(grp[n], path, n) for n in _complete_names(f)}
+    with RecordReader(path) as reader:
+        return {reader.key(i) for i in range(len(reader))}
 
 
 _STRUCTURE = {"numbers": "int", "positions": "(N, 3)", "cell": "(3, 3)", "pbc": "(3,)"}
@@ -416,8 +495,6 @@ _STRUCTURE = {"numbers": "int", "positions": "(N, 3)", "cell": "(3, 3)", "pbc": 
 def _read_group(g, path: str, name: str, properties: Optional[Sequence[str]] = None):
     """``(atoms, targets, provenance)`` of record group ``g``; ``DatasetFormatError`` naming the record
     (group name and key) and what is wrong with it."""
-    from ase import Atoms
-
     try:
         key: Optional[str] = _attr_str(g.attrs["key"])
     except Exception:
@@ -472,21 +549,15 @@ def read_record(path, index: int) -> Tuple[Any, Dict[str, np.ndarray], Dict[str,
     ``provenance`` additionally carries the record ``key`` (under ``"key"`` unless the provenance
     already had one).  Negative indices count from the end.
     """
-    path = os.fspath(path)
-    with _open_read(path) as f:
-        names = _complete_names(f)
-        if not -len(names) <= index < len(names):
-            raise IndexError(f"{path}: record index {index} out of range ({len(names)} records)")
-        name = names[index]
-        return _read_group(f[_RECORDS][name], path, name)
+    with RecordReader(path) as reader:
+        return reader.read(index)
 
 
 def iter_records(path, properties: Optional[Sequence[str]] = None):
     """Yield ``(atoms, targets, provenance)`` for every complete record (one open handle)."""
-    path = os.fspath(path)
-    with _open_read(path) as f:
-        for name in _complete_names(f):
-            yield _read_group(f[_RECORDS][name], path, name, properties)
+    with RecordReader(path) as reader:
+        for i in range(len(reader)):
+            yield reader.read(i, properties)
 
 
 def dataset_summary(path) -> Dict[str, Any]:
@@ -495,8 +566,6 @@ def dataset_summary(path) -> Dict[str, Any]:
     Every record is read and checked; damaged ones are listed under ``bad_records`` (``{"record", "key",
     "error"}``) and left out of the counts instead of failing the whole summary.
     """
-    from ase.data import chemical_symbols
-
     path = os.fspath(path)
     per_target: Dict[str, int] = {n: 0 for n in PROPERTIES}
     per_element_atoms: Dict[str, int] = {}
@@ -545,45 +614,50 @@ def dataset_summary(path) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- torch dataset
-class ETGNNDataset:
-    """Torch ``Dataset`` over an HDF5 file: item ``i`` is a dict
-    ``{"graph": atoms_to_graph(atoms), "targets": {name: float64 ndarray}, "n_atoms": int,
-    "index": int, "key": str}``; missing targets are simply absent (masked at collation).
+def dataset_item(graph, n_atoms: int, targets: Mapping[str, np.ndarray], index: int,
+                 key: Optional[str]) -> Dict[str, Any]:
+    """One structure as :func:`collate_batch` takes it: ``{"graph", "targets", "n_atoms", "index", "key"}``."""
+    return {"graph": graph, "targets": dict(targets), "n_atoms": int(n_atoms), "index": int(index), "key": key}
 
-    The HDF5 file is opened lazily, once per process (safe with ``DataLoader(num_workers>0)``), never in
-    ``__init__``.  The set of records is fixed at construction (records appended later are not seen).
+
+class ETGNNDataset:
+    """Torch ``Dataset`` of graphs over an HDF5 file: item ``i`` is a :func:`dataset_item` dict
+    ``{"graph": atoms_to_graph(atoms), "targets": {name: float64 ndarray}, "n_atoms": int, "index": int,
+    "key": str}``; missing targets are simply absent (masked at collation).  Records without graphs:
+    :class:`RecordReader`.
+
+    The HDF5 file is opened lazily, once per process (safe with ``DataLoader(num_workers>0)``); the
+    constructor opens it only to list the records when given a path, not when given a :class:`RecordSet`.
+    The set of records is fixed at construction (records appended later are not seen).
 
     Args:
-        path: dataset file.
-        cutoff, triplet_cutoff: graph cutoffs (Angstrom), as in the model config.
+        source: dataset file, or a :class:`RecordSet` of it (from an open :class:`RecordReader`).
+        cutoff, triplet_cutoff: graph cutoffs (Angstrom): the model's ``config.cutoff`` and
+            ``config.effective_triplet_cutoff``.
         properties: targets to load (default: all registry properties present).
-        indices: optional subset of record indices (e.g. a train split).
+        indices: optional subset of record indices (e.g. a train split), positions in ``source``.
         cache_graphs: keep built graphs in memory (per process) to avoid rebuilding every epoch.
         graph_fn: override of ``ase_etgnn.graph.atoms_to_graph`` (testing).
     """
 
-    def __init__(self, path, cutoff: float, triplet_cutoff: Optional[float] = None,
+    def __init__(self, source, cutoff: float, triplet_cutoff: Optional[float] = None,
                  properties: Optional[Sequence[str]] = None, indices: Optional[Sequence[int]] = None,
                  cache_graphs: bool = True, graph_fn: Optional[Callable[..., Any]] = None):
-        self.path = os.path.abspath(os.fspath(path))
+        if not isinstance(source, RecordSet):
+            with RecordReader(source) as reader:
+                source = reader.records()
+        if indices is not None:
+            source = source.subset(indices)
+        self.path = os.path.abspath(source.path)
         self.cutoff = float(cutoff)
         self.triplet_cutoff = None if triplet_cutoff is None else float(triplet_cutoff)
         if properties is not None:
             for p in properties:
                 get_property_spec(p)
         self.properties = None if properties is None else tuple(properties)
-        with _open_read(self.path) as f:
-            names = _complete_names(f)
-        if indices is not None:
-            try:
-                names = [names[int(i)] for i in indices]
-            except IndexError:
-                bad = [int(i) for i in indices if not -len(names) <= int(i) < len(names)]
-                raise IndexError(f"{self.path}: indices {bad[:5]} are out of range ({len(names)} records); was the "
-                                 "split made for another data set?") from None
-        self._names: Tuple[str, ...] = tuple(names)
+        self._names: Tuple[str, ...] = source.names
         self.cache_graphs = bool(cache_graphs)
-        self._graph_fn = graph_fn
+        self._graph_fn = atoms_to_graph if graph_fn is None else graph_fn
         self._file = None
         self._pid: Optional[int] = None
         self._cache: Dict[int, Any] = {}
@@ -615,29 +689,19 @@ class ETGNNDataset:
         with contextlib.suppress(Exception):
             self.close()
 
-    def _build_graph(self, atoms):
-        fn = self._graph_fn
-        if fn is None:
-            from .graph import atoms_to_graph as fn  # late import: graph.py is optional at import time
-        return fn(atoms, cutoff=self.cutoff, triplet_cutoff=self.triplet_cutoff)
-
-    def get_atoms_targets(self, i: int):
-        """``(atoms, targets, provenance)`` of item ``i`` (no graph)."""
-        name = self._names[i]
-        return _read_group(self._handle()[_RECORDS][name], self.path, name, self.properties)
-
     def __getitem__(self, i: int) -> Dict[str, Any]:
         i = int(i)
         if i < 0:
             i += len(self)
-        atoms, targets, prov = self.get_atoms_targets(i)
+        name = self._names[i]
+        atoms, targets, prov = _read_group(self._handle()[_RECORDS][name], self.path, name, self.properties)
         if self.cache_graphs and i in self._cache:
             graph = self._cache[i]
         else:
-            graph = self._build_graph(atoms)
+            graph = self._graph_fn(atoms, cutoff=self.cutoff, triplet_cutoff=self.triplet_cutoff)
             if self.cache_graphs:
                 self._cache[i] = graph
-        return {"graph": graph, "targets": targets, "n_atoms": len(atoms), "index": i, "key": prov.get("key")}
+        return dataset_item(graph, len(atoms), targets, i, prov.get("key"))
 
 
 @dataclass(frozen=True)
@@ -660,8 +724,6 @@ class Batch:
     indices: Tuple[int, ...] = field(default_factory=tuple)
 
     def to(self, device) -> "Batch":
-        import torch
-
         def mv(x):
             if isinstance(x, torch.Tensor):
                 return x.to(device)
@@ -681,12 +743,10 @@ def collate_batch(items: Sequence[Mapping[str, Any]], dtype=None, device=None,
     ``properties`` fixes which target keys appear (default: union over the items); a property absent
     from every item still gets an all-False mask so that batches have a stable structure.
     """
-    import torch
-
     if dtype is None:
         dtype = torch.float32
     if collate_fn is None:
-        from .graph import collate_graphs as collate_fn
+        collate_fn = collate_graphs
     graph = collate_fn([it["graph"] for it in items], dtype=dtype, device=device)
     n_atoms = [int(it["n_atoms"]) for it in items]
     n_total = sum(n_atoms)

@@ -28,12 +28,15 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import spglib
+import torch
 
 from .conventions import crystal_system_from_number
+from .data import RecordReader, collate_batch, dataset_item
+from .graph import atoms_to_graph
 from .properties import PROPERTIES, get_property_spec
 
 __all__ = [
@@ -105,7 +108,7 @@ def property_metrics(name: str, pred: np.ndarray, target: np.ndarray, n_atoms: O
     out["fnorm_label_std"] = float(np.std(lab))
     for thr in EWT_THRESHOLDS:  # energy: relative to an arbitrary zero, not applicable (module docstring)
         out[f"ewt_{int(round(thr * 100))}"] = float("nan") if name == "energy" else ewt(pred, target, spec.rank, thr)
-    if name == "energy" and n_atoms is not None:
+    if spec.extensive and n_atoms is not None:  # energy: also per atom
         na = np.asarray(n_atoms, dtype=np.float64).reshape(-1)
         per_atom = diff.reshape(-1) / na
         out["mae_per_atom"] = float(np.mean(np.abs(per_atom)))
@@ -130,33 +133,33 @@ def crystal_system(atoms, symprec: float = 1e-5) -> str:
 
 
 # ------------------------------------------------------------------------------------ model evaluation
-def predict_dataset(model, data_path: str, indices: Optional[Sequence[int]] = None, batch_size: int = 16,
-                    device=None, dtype=None, properties: Optional[Sequence[str]] = None,
-                    conservative_forces: bool = False) -> Dict[str, Any]:
-    """Run ``model`` over a dataset; return per-property arrays of present labels and predictions.
+def _read_records(data_path: str, indices: Optional[Sequence[int]]) -> Tuple[List[int], List[Tuple[Any, Dict, Dict]]]:
+    """``(indices, records)``: the record indices (default: all) and their ``(atoms, targets, provenance)``,
+    read through one open handle."""
+    with RecordReader(data_path) as reader:
+        idx = list(indices) if indices is not None else list(range(len(reader)))
+        reader.records(idx)  # IndexError naming the indices out of range
+        return idx, [reader.read(i) for i in idx]
 
-    Returns ``{"properties": {name: {"pred": [n, ...], "target": [n, ...], "structure": [n] int}},
-    "n_atoms": [n_structures], "indices": [n_structures]}``; ``structure`` is the position in
-    ``indices`` of the structure each tensor belongs to.
-    """
-    import torch
 
-    from .data import ETGNNDataset, collate_batch
-
+def _predict_records(model, records: Sequence[Tuple[Any, Dict, Dict]], batch_size: int, device, dtype,
+                     properties: Optional[Sequence[str]], conservative_forces: bool) -> Dict[str, Any]:
+    """:func:`predict_dataset` on records already read (``(atoms, targets, provenance)`` each)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = dtype or next(model.parameters()).dtype
     heads = [h for h in model.heads if properties is None or h in properties]
     if conservative_forces and "energy" in model.heads and (properties is None or "forces" in properties):
         heads = sorted(set(heads) | {"forces"})
-    ds = ETGNNDataset(data_path, cutoff=model.config.cutoff, triplet_cutoff=model.config.triplet_cutoff,
-                      indices=indices, cache_graphs=False)
+    cfg = model.config  # graphs as the calculator builds them
     acc: Dict[str, Dict[str, List[np.ndarray]]] = {h: {"pred": [], "target": [], "structure": []} for h in heads}
     n_atoms_all: List[int] = []
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(ds), batch_size):
-            items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        for start in range(0, len(records), batch_size):
+            items = [dataset_item(atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff), len(atoms),
+                                  targets, i, prov.get("key"))
+                     for i, (atoms, targets, prov) in enumerate(records[start:start + batch_size], start)]
             batch = collate_batch(items, dtype=dtype, device=device, properties=heads)
             if conservative_forces:
                 out = model.energy_and_derivatives(batch.graph, stress=False)
@@ -165,8 +168,8 @@ def predict_dataset(model, data_path: str, indices: Optional[Sequence[int]] = No
             else:
                 with torch.no_grad():
                     out = model(batch.graph)
-            struct_of_atom = np.repeat(np.arange(start, start + len(items)), batch.n_atoms.cpu().numpy())
-            struct = np.arange(start, start + len(items))
+            struct_of_atom = np.repeat(np.arange(start, start + len(items)), batch.n_atoms.cpu().numpy())  # [N]
+            struct = np.arange(start, start + len(items))  # [B]
             for h in heads:
                 mask = batch.masks[h].cpu().numpy()
                 acc[h]["pred"].append(out[h].detach().cpu().double().numpy()[mask])
@@ -176,14 +179,26 @@ def predict_dataset(model, data_path: str, indices: Optional[Sequence[int]] = No
             n_atoms_all.extend(int(it["n_atoms"]) for it in items)
     finally:
         model.train(was_training)
-        ds.close()
     props = {}
     for h in heads:
         shape = (0,) + get_property_spec(h).shape(1)[1 if get_property_spec(h).per_atom else 0:]
         props[h] = {k: (np.concatenate(v) if v else np.zeros(shape if k != "structure" else (0,)))
                     for k, v in acc[h].items()}
-    return {"properties": props, "n_atoms": np.asarray(n_atoms_all),
-            "indices": list(indices) if indices is not None else list(range(len(ds)))}
+    return {"properties": props, "n_atoms": np.asarray(n_atoms_all)}
+
+
+def predict_dataset(model, data_path: str, indices: Optional[Sequence[int]] = None, batch_size: int = 16,
+                    device=None, dtype=None, properties: Optional[Sequence[str]] = None,
+                    conservative_forces: bool = False) -> Dict[str, Any]:
+    """Run ``model`` over a dataset; return per-property arrays of present labels and predictions.
+
+    Returns ``{"properties": {name: {"pred": [n, ...], "target": [n, ...], "structure": [n] int}},
+    "n_atoms": [n_structures], "indices": [n_structures]}``; ``structure`` is the position in
+    ``indices`` of the structure each tensor belongs to.
+    """
+    idx, records = _read_records(data_path, indices)
+    res = _predict_records(model, records, batch_size, device, dtype, properties, conservative_forces)
+    return {**res, "indices": idx}
 
 
 def _symmetry_metrics(name: str, atoms_list, pred: np.ndarray) -> Optional[Dict[str, Any]]:
@@ -216,7 +231,7 @@ def _subset_metrics(name: str, arr: Mapping[str, np.ndarray], n_atoms: np.ndarra
     for g in sorted(set(g_of.tolist())):
         sel = g_of == g  # [n_tensors] bool
         m = property_metrics(name, arr["pred"][sel], arr["target"][sel],
-                             n_atoms=n_atoms[owner[sel]] if name == "energy" else None)
+                             n_atoms=n_atoms[owner[sel]] if PROPERTIES[name].extensive else None)
         m["n_structures"] = int(len(np.unique(owner[sel])))
         out[str(g)] = m
     return out
@@ -232,15 +247,8 @@ def evaluate_model(model, data_path: str, indices: Optional[Sequence[int]] = Non
     Also returns the raw arrays under the private key ``"_arrays"`` (for plots; drop it before JSON); the
     energy entry carries ``n_atoms`` per structure for per-atom plots.
     """
-    from .data import ETGNNDataset
-
-    res = predict_dataset(model, data_path, indices=indices, batch_size=batch_size, device=device,
-                          dtype=dtype, conservative_forces=conservative_forces)
-    ds = ETGNNDataset(data_path, cutoff=model.config.cutoff, indices=indices, cache_graphs=False)
-    try:
-        records = [ds.get_atoms_targets(i) for i in range(len(ds))]  # (atoms, targets, provenance)
-    finally:
-        ds.close()
+    _, records = _read_records(data_path, indices)  # (atoms, targets, provenance) each
+    res = _predict_records(model, records, batch_size, device, dtype, None, conservative_forces)
     atoms_list = [r[0] for r in records]
     tags = [str(r[2].get("tag", "-")) for r in records]
     label_sets = [label_set_name(r[1]) for r in records]
@@ -250,7 +258,7 @@ def evaluate_model(model, data_path: str, indices: Optional[Sequence[int]] = Non
         spec = PROPERTIES[name]
         owner = arr["structure"].astype(int)
         cs = [systems[i] for i in owner] if (systems is not None and not spec.per_atom) else None
-        n_at = res["n_atoms"][owner] if name == "energy" else None
+        n_at = res["n_atoms"][owner] if spec.extensive else None
         m = property_metrics(name, arr["pred"], arr["target"], n_atoms=n_at, crystal_systems=cs)
         m["n_structures"] = int(len(np.unique(owner)))
         if symmetry_metrics and name in ("dielectric_tensor", "piezoelectric_tensor") and len(owner):
@@ -260,7 +268,7 @@ def evaluate_model(model, data_path: str, indices: Optional[Sequence[int]] = Non
         m["by_tag"] = _subset_metrics(name, arr, res["n_atoms"], tags)
         m["by_labels"] = _subset_metrics(name, arr, res["n_atoms"], label_sets)
         metrics[name] = m
-        if name == "energy":
+        if spec.extensive:
             arr["n_atoms"] = n_at  # [n] atoms of each labelled structure (per-atom parity plot)
     return {"data": os.path.abspath(data_path), "n_structures": int(len(res["n_atoms"])),
             "metrics": metrics, "_arrays": res["properties"]}
@@ -268,7 +276,7 @@ def evaluate_model(model, data_path: str, indices: Optional[Sequence[int]] = Non
 
 def format_metrics_line(label: str, name: str, m: Mapping[str, Any], energy_per_atom: bool = True) -> str:
     """One printed line of metrics (``etgnn evaluate``); energy per atom (meV/atom) unless told otherwise."""
-    if name == "energy" and energy_per_atom and "mae_per_atom" in m:
+    if PROPERTIES[name].extensive and energy_per_atom and "mae_per_atom" in m:
         return (f"{label:36s} n {m['n']:6d}  MAE {1000 * m['mae_per_atom']:.4g}  "
                 f"RMSE {1000 * m['rmse_per_atom']:.4g}  (meV/atom)")
     ewt_txt = ("EwT n/a" if not np.isfinite(m["ewt_25"]) else
@@ -283,7 +291,7 @@ def parity_values(name: str, arr: Mapping[str, np.ndarray]):
     t = np.asarray(arr["target"], dtype=np.float64).reshape(-1)  # [n * 3**rank]
     p = np.asarray(arr["pred"], dtype=np.float64).reshape(-1)
     units = PROPERTIES[name].units
-    if name == "energy" and arr.get("n_atoms") is not None:
+    if PROPERTIES[name].extensive and arr.get("n_atoms") is not None:
         na = np.asarray(arr["n_atoms"], dtype=np.float64).reshape(-1)  # [n]
         t, p, units = t / na, p / na, "eV/atom"
     return t, p, units

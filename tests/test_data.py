@@ -13,8 +13,8 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_etgnn import data as D
-from ase_etgnn.data import (DatasetFormatError, ETGNNDataset, append_record, append_records, collate_batch,
-                            count_records, dataset_summary, read_record, record_keys)
+from ase_etgnn.data import (DatasetFormatError, ETGNNDataset, RecordReader, append_record, append_records,
+                            collate_batch, count_records, dataset_summary, read_record, record_keys)
 
 DATA = Path(__file__).parent / "data"
 QE_DIR = DATA / "qe_sio2_example"
@@ -239,6 +239,38 @@ def test_dataset_masks_and_collation(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------- import
+def test_record_reader_reads_records_through_one_handle(tmp_path, monkeypatch):
+    """RecordReader: records without graphs, one open; a graph dataset over its RecordSet opens the file only
+    when it reads (lazily, once per process)."""
+    path = tmp_path / "d.h5"
+    rng = np.random.default_rng(6)
+    append_records(path, [(_gaas(i), _targets(rng, 2), {"i": i}, k) for i, k in enumerate("abc")])
+    opened = []
+
+    class CountingFile(h5py.File):
+        def __init__(self, name, *args, **kwargs):
+            opened.append(str(name))
+            super().__init__(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", CountingFile)
+    with RecordReader(path) as reader:
+        assert len(reader) == 3 and reader.key(-1) == "c"
+        atoms, targets, prov = reader.read(1, properties=("energy", "dielectric_tensor"))
+        assert set(targets) == {"energy", "dielectric_tensor"} and prov == {"i": 1, "key": "b"}
+        np.testing.assert_array_equal(atoms.positions, _gaas(1).positions)
+        with pytest.raises(IndexError, match="record index 3 out of range"):
+            reader.read(3)
+        with pytest.raises(IndexError, match=r"indices \[3\] are out of range"):
+            reader.records([0, 3])
+        chosen = reader.records([2, 0])
+    assert len(opened) == 1
+    ds = ETGNNDataset(chosen, cutoff=4.0, triplet_cutoff=3.0)
+    assert len(opened) == 1 and len(ds) == 2
+    assert [(ds[i]["key"], ds[i]["index"]) for i in range(2)] == [("c", 0), ("a", 1)]
+    assert len(opened) == 2
+    ds.close()
+
+
 def test_import_extxyz_and_traj_layouts(tmp_path):
     import ase.io
 

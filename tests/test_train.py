@@ -192,6 +192,77 @@ def test_resume_continues_exactly_and_exports_best(teacher_data, tmp_path):
     assert [len(split[k]) for k in ("train", "val", "test")] == [8, 3, 3]
 
 
+# --------------------------------------------------------------------------------- model provenance
+def test_provenance_fresh_init_from_and_resume(teacher_data, tmp_path):
+    """Where the model comes from, resolved once: fresh (seeded weights, normalisation fitted on the training
+    split), init_from (the file's weights, heads and normalisation) and resume (the checkpoint's weights and
+    split, the normalisation the run started with)."""
+    from ase_etgnn import build_model, load_model
+    from ase_etgnn.data import RecordReader, read_record
+    from ase_etgnn.train.provenance import read_checkpoint, resolve_provenance
+
+    cpu = torch.device("cpu")
+
+    def resolve(cfg, checkpoint=None):
+        with RecordReader(teacher_data) as reader:
+            return resolve_provenance(cfg, reader, checkpoint, str(tmp_path / "no-checkpoint"), cpu, torch.float64)
+
+    first = train(_config(teacher_data, tmp_path / "first", epochs=2, lr=5e-3))
+    split = json.loads((tmp_path / "first" / "split.json").read_text())
+    fresh = resolve(_config(teacher_data, tmp_path / "first", epochs=2, lr=5e-3))
+    assert (fresh.kind, fresh.init_from, fresh.checkpoint, fresh.start_is_candidate) == ("fresh", None, None, False)
+    assert fresh.split == split and fresh.species == ("O", "Si") and fresh.heads == HEADS
+    records = [read_record(teacher_data, i) for i in split["train"]]
+    expected = compute_normalization([a.numbers for a, _, _ in records], [t for _, t, _ in records], ("O", "Si"),
+                                     HEADS)
+    assert fresh.normalization == expected
+    hyper = dict(TINY)
+    seeded = build_model(["O", "Si"], heads=HEADS, cutoff=hyper.pop("cutoff"), seed=0, dtype=torch.float64, **hyper)
+    for name, nv in expected.items():
+        seeded.set_normalization(name, nv["scale"], nv["reference"])
+    assert all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in seeded.state_dict().items())
+
+    tuned = resolve(_config(teacher_data, tmp_path / "tuned", model={}, init_from=first.best_path))
+    best = load_model(first.best_path, dtype=torch.float64)
+    assert tuned.kind == "init_from" and tuned.start_is_candidate and tuned.checkpoint is None
+    assert tuned.init_from == {"path": first.best_path, "metadata": best.metadata}
+    assert tuned.heads == HEADS and tuned.split == split
+    assert all(torch.equal(v, tuned.model.state_dict()[k]) for k, v in best.state_dict().items())
+    for h in HEADS:  # the file's normalisation, not one refitted on this data
+        assert tuned.normalization[h]["scale"] == best.metadata["normalization"][h]["scale"]
+
+    cfg = _config(teacher_data, tmp_path / "first", epochs=4, lr=5e-3)
+    ckpt = read_checkpoint(str(tmp_path / "first" / "checkpoint.pt"), cfg)
+    resumed = resolve(cfg, ckpt)
+    assert resumed.kind == "resume" and not resumed.start_is_candidate and resumed.checkpoint is ckpt
+    assert resumed.split == split and resumed.normalization == fresh.normalization
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in ckpt["model"].items())
+    assert not torch.equal(ckpt["model"]["embedding.weight"], fresh.model.state_dict()["embedding.weight"])
+
+
+def test_the_data_set_is_opened_once_per_role(teacher_data, tmp_path, monkeypatch):
+    """A run opens its data set three times, whatever its model's origin: one pass over the records (split,
+    species, labels, normalisation), one handle for the training loader, one for the validation loader."""
+    import h5py
+
+    opened = []
+
+    class CountingFile(h5py.File):
+        def __init__(self, name, *args, **kwargs):
+            opened.append(os.path.abspath(os.fspath(name)))
+            super().__init__(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", CountingFile)
+    runs = {"fresh": (_config(teacher_data, tmp_path / "run", epochs=2), False),
+            "resume": (_config(teacher_data, tmp_path / "run", epochs=3), True),
+            "init_from": (_config(teacher_data, tmp_path / "ft", epochs=1, model={},
+                                  init_from=str(tmp_path / "run" / "best.pt")), False)}
+    for kind, (cfg, resume) in runs.items():
+        opened.clear()
+        train(cfg, resume=resume)
+        assert opened == [str(teacher_data)] * 3, (kind, opened)
+
+
 # --------------------------------------------------------------------------------------- evaluate CLI
 def test_split_file_fixes_the_records_and_rejects_bad_splits(teacher_data, tmp_path):
     """A given split (e.g. the shipped model's) is used as is, so records appended later stay unused."""
