@@ -35,6 +35,7 @@ __all__ = [
     "validate_structure",
     "GraphSizeEstimate",
     "estimate_graph_size",
+    "effective_triplet_cutoff",
     "check_graph_size",
     "min_pair_distance",
     "check_overlaps",
@@ -108,6 +109,11 @@ class Graph:
     @property
     def n_triplets(self) -> int:
         return int(len(self.trip_in))
+
+
+def effective_triplet_cutoff(cutoff: float, triplet_cutoff: Optional[float]) -> float:
+    """The triplet cutoff actually used, A: ``triplet_cutoff`` capped at ``cutoff``; ``None`` means ``cutoff``."""
+    return float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
 
 
 def validate_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
@@ -210,7 +216,7 @@ def estimate_graph_size(
     cell = np.asarray(cell, dtype=float).reshape(3, 3)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     n = len(positions)
-    rt = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    rt = effective_triplet_cutoff(cutoff, triplet_cutoff)
 
     def volume_per_atom(r: float) -> float:  # A^3; a finite axis spans the atoms, at least the sphere (2 r)
         box = cell.copy()  # [3, 3]
@@ -260,7 +266,7 @@ def check_graph_size(
     ``atoms_to_graph`` does this itself; this is for callers that want to check before other work.
     Returns the estimate (``GraphSizeEstimate``). Cutoffs and skin in A.
     """
-    tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    tcut = effective_triplet_cutoff(cutoff, triplet_cutoff)
     est = estimate_graph_size(atoms.positions, atoms.cell.array, atoms.pbc, cutoff + skin, tcut + skin)
     problem = _size_problem(est, cutoff + skin, tcut + skin)
     if problem:
@@ -376,7 +382,7 @@ def atoms_to_graph(
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=float).reshape(3, 3)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
     validate_structure(numbers, positions, cell, pbc)
-    tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    tcut = effective_triplet_cutoff(cutoff, triplet_cutoff)
     rc = float(cutoff) + skin
     rt = tcut + skin
     est = estimate_graph_size(positions, cell, pbc, rc, rt)

@@ -37,7 +37,7 @@ from .basis import (
     spherical_bessel_radial,
     spherical_bessel_zeros,
 )
-from .graph import GraphBatch
+from .graph import GraphBatch, effective_triplet_cutoff
 from .properties import FORCES_CONSERVATIVE, TENSOR_HEADS, get_property_spec
 
 __all__ = [
@@ -129,8 +129,8 @@ class ETGNNConfig:
 
     @property
     def effective_triplet_cutoff(self) -> float:
-        """The triplet cutoff actually used, A."""
-        return self.cutoff if self.triplet_cutoff is None else min(self.triplet_cutoff, self.cutoff)
+        """The triplet cutoff actually used, A (``triplet_cutoff`` capped at ``cutoff``; graphs are built with it)."""
+        return effective_triplet_cutoff(self.cutoff, self.triplet_cutoff)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
