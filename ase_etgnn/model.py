@@ -611,9 +611,10 @@ class ETGNN(nn.Module):
     def check_radii(self, batch: GraphBatch) -> None:
         """``ValueError`` unless ``batch`` was built with this model's ``cutoff`` and effective triplet cutoff.
 
-        A graph built with a larger radius would silently change the prediction (more triplets with a
-        smaller triplet cutoff in the envelope, or edges the model never saw); one built with a smaller
-        radius misses neighbours. Both radii are floats in the batch (``collate_graphs``): no host sync.
+        A graph built with smaller radii misses neighbours and silently gives wrong numbers; one built with
+        larger radii gives the same numbers at a higher cost (what lies beyond the radii contributes zero).
+        Both are refused, so that every caller builds graphs one way. The radii are floats in the batch
+        (``collate_graphs``): no host sync.
         """
         cfg = self.config
         if "cutoff" not in batch or "triplet_cutoff" not in batch:
