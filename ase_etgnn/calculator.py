@@ -31,7 +31,7 @@ from .conventions import DTYPES, resolve_device
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
 from .model_file import load_model
 from .model import ETGNN, TrunkState
-from .properties import PROPERTIES
+from .properties import FORCES_CONSERVATIVE, output_spec
 from .runtime import configure_allocator
 
 __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models", "default_num_threads"]
@@ -39,10 +39,6 @@ __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models", "default_n
 
 #: properties computed together with forces (the trunk's edge part plus the energy head's node features)
 FORCE_GROUP = ("energy", "free_energy", "forces", "stress")
-
-#: extra per-atom result of a direct-mode calculator whose model has an energy head: ``-dE/dr`` (eV/A), with
-#: the direct forces, energy and stress of the same trunk pass (used by multiple time stepping)
-CONSERVATIVE_FORCES = "forces_conservative"
 
 
 def _models_dir() -> Path:
@@ -224,7 +220,7 @@ class ETGNNCalculator(Calculator):
         if self.forces_mode == "conservative":
             props += ["forces", "stress"]
         elif "energy" in heads:
-            props += [CONSERVATIVE_FORCES]
+            props += [FORCES_CONSERVATIVE]
         self.implemented_properties = sorted(set(props))
         if drop_graph:  # built with another skin
             self._graph = None
@@ -331,7 +327,7 @@ class ETGNNCalculator(Calculator):
         """Model heads needed for ``properties``: forces and energy go together, tensors only when asked."""
         heads = []
         for p in properties:
-            if p in FORCE_GROUP or p == CONSERVATIVE_FORCES:
+            if p in FORCE_GROUP or p == FORCES_CONSERVATIVE:
                 heads += [h for h in ("forces", "energy") if h in self.model.heads]
             else:
                 heads.append(p)
@@ -357,7 +353,7 @@ class ETGNNCalculator(Calculator):
             self.results = {}
             self._state = None
         missing = [h for h in self._heads_for(properties) if h not in self.results]
-        autograd = CONSERVATIVE_FORCES in properties and CONSERVATIVE_FORCES not in self.results
+        autograd = FORCES_CONSERVATIVE in properties and FORCES_CONSERVATIVE not in self.results
         if self.forces_mode == "conservative" and "energy" in missing:
             autograd = True  # energy, forces (and stress) come from one autograd pass
         if not missing and not autograd:
@@ -367,13 +363,12 @@ class ETGNNCalculator(Calculator):
         results = {}
         for name, value in out.items():
             v = value.detach().cpu().numpy().astype(np.float64)
-            per_atom = name == CONSERVATIVE_FORCES or PROPERTIES[name].per_atom
-            results[name] = v if per_atom else v[0]  # one structure in the batch
+            results[name] = v if output_spec(name).per_atom else v[0]  # one structure in the batch
         if self.symmetrize:
             sym = self._get_symmetry(atoms)
             results = sym.symmetrize(results, asr=self.model.config.bec_asr)
-            if CONSERVATIVE_FORCES in results:
-                results[CONSERVATIVE_FORCES] = sym.symmetrize_vectors(results[CONSERVATIVE_FORCES])
+            if FORCES_CONSERVATIVE in results:
+                results[FORCES_CONSERVATIVE] = sym.symmetrize_vectors(results[FORCES_CONSERVATIVE])
         if "energy" in results:
             results["energy"] = float(results["energy"])
             results["free_energy"] = results["energy"]
@@ -385,7 +380,7 @@ class ETGNNCalculator(Calculator):
         """Torch outputs of ``heads`` for ``atoms``, reusing the trunk state of this geometry when there is one.
 
         ``autograd``: run a new trunk pass with gradients (conservative forces, stress); in direct mode its
-        ``-dE/dr`` is returned as ``forces_conservative`` next to the direct ``forces``.
+        ``-dE/dr`` is returned as ``forces_conservative`` next to the direct ``forces`` (model ``forces="both"``).
         """
         if self._state is None or autograd:
             if self._state is None:
@@ -394,12 +389,10 @@ class ETGNNCalculator(Calculator):
             self.n_trunk_passes += 1
             if autograd:
                 direct = self.forces_mode == "direct"
-                others = [h for h in heads if h != "energy" and (direct or h != "forces")]
-                out, self._state = self.model.conservative(batch, stress=bool(np.all(atoms.pbc)), heads=others,
-                                                           recompute=True)
-                out["forces" if not direct else CONSERVATIVE_FORCES] = out.pop("forces_conservative")
-                if direct:
-                    out.pop("stress", None)  # stress is a result of conservative mode only
+                # stress is a result of conservative mode only
+                out, self._state = self.model.conservative(
+                    batch, stress=not direct and bool(np.all(atoms.pbc)), heads=[h for h in heads if h != "energy"],
+                    recompute=True, forces="both" if direct else "conservative")
                 return out
             with torch.no_grad():
                 self._state = self.model.trunk(batch)

@@ -18,10 +18,9 @@ import numpy as np
 from ase import Atoms
 from ase.md.md import MolecularDynamics
 
-__all__ = ["MultipleTimeStepVerlet"]
+from .properties import FORCES_CONSERVATIVE
 
-#: calculator property holding ``-dE/dr`` next to the direct forces (``ETGNNCalculator`` in direct mode)
-SLOW_PROPERTY = "forces_conservative"
+__all__ = ["MultipleTimeStepVerlet"]
 
 
 class MultipleTimeStepVerlet(MolecularDynamics):
@@ -43,10 +42,10 @@ class MultipleTimeStepVerlet(MolecularDynamics):
         if int(n_inner) != n_inner or n_inner < 1:
             raise ValueError(f"n_inner must be a positive integer, got {n_inner!r}")
         calc = atoms.calc
-        if calc is None or SLOW_PROPERTY not in getattr(calc, "implemented_properties", ()):
+        if calc is None or FORCES_CONSERVATIVE not in getattr(calc, "implemented_properties", ()):
             raise ValueError(
                 "MultipleTimeStepVerlet needs a calculator that gives direct 'forces' and "
-                f"'{SLOW_PROPERTY}' (-dE/dr): an ETGNNCalculator with forces='direct' and a model with energy "
+                f"'{FORCES_CONSERVATIVE}' (-dE/dr): an ETGNNCalculator with forces='direct' and a model with energy "
                 "and forces heads"
             )
         super().__init__(atoms, timestep, trajectory=trajectory, logfile=logfile, loginterval=loginterval,
@@ -58,7 +57,7 @@ class MultipleTimeStepVerlet(MolecularDynamics):
     def slow_forces(self) -> np.ndarray:
         """``F_cons - F_direct`` at the current positions (one autograd pass), eV/A; [N, 3]."""
         calc = self.atoms.calc
-        f_cons = calc.get_property(SLOW_PROPERTY, self.atoms)
+        f_cons = calc.get_property(FORCES_CONSERVATIVE, self.atoms)
         f_direct = calc.get_property("forces", self.atoms)  # same trunk pass: cached
         return f_cons - f_direct
 

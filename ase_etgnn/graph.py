@@ -18,13 +18,14 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, TypedDict
 
 import numpy as np
 import torch
 
 __all__ = [
     "Graph",
+    "GraphBatch",
     "neighbour_edges",
     "build_triplets",
     "reverse_edge_index",
@@ -34,6 +35,7 @@ __all__ = [
     "validate_structure",
     "GraphSizeEstimate",
     "estimate_graph_size",
+    "effective_triplet_cutoff",
     "check_graph_size",
     "min_pair_distance",
     "check_overlaps",
@@ -77,7 +79,8 @@ class Graph:
         edge_reverse: [n_edges] index of the reverse edge.
         trip_in: [n_triplets] index of edge ``k -> j``.
         trip_out: [n_triplets] index of edge ``j -> i``.
-        cutoff, triplet_cutoff: the model's radii, A.
+        cutoff, triplet_cutoff: the radii it was built with, A (``triplet_cutoff`` at most ``cutoff``: the
+            effective triplet cutoff of a model, ``ETGNNConfig.effective_triplet_cutoff``).
         skin: extra radius (A) the lists were built with; ``prune_graph`` drops what lies beyond.
     """
 
@@ -106,6 +109,11 @@ class Graph:
     @property
     def n_triplets(self) -> int:
         return int(len(self.trip_in))
+
+
+def effective_triplet_cutoff(cutoff: float, triplet_cutoff: Optional[float]) -> float:
+    """The triplet cutoff actually used, A: ``triplet_cutoff`` capped at ``cutoff``; ``None`` means ``cutoff``."""
+    return float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
 
 
 def validate_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
@@ -208,7 +216,7 @@ def estimate_graph_size(
     cell = np.asarray(cell, dtype=float).reshape(3, 3)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     n = len(positions)
-    rt = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    rt = effective_triplet_cutoff(cutoff, triplet_cutoff)
 
     def volume_per_atom(r: float) -> float:  # A^3; a finite axis spans the atoms, at least the sphere (2 r)
         box = cell.copy()  # [3, 3]
@@ -258,7 +266,7 @@ def check_graph_size(
     ``atoms_to_graph`` does this itself; this is for callers that want to check before other work.
     Returns the estimate (``GraphSizeEstimate``). Cutoffs and skin in A.
     """
-    tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    tcut = effective_triplet_cutoff(cutoff, triplet_cutoff)
     est = estimate_graph_size(atoms.positions, atoms.cell.array, atoms.pbc, cutoff + skin, tcut + skin)
     problem = _size_problem(est, cutoff + skin, tcut + skin)
     if problem:
@@ -374,7 +382,7 @@ def atoms_to_graph(
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=float).reshape(3, 3)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
     validate_structure(numbers, positions, cell, pbc)
-    tcut = float(cutoff if triplet_cutoff is None else min(triplet_cutoff, cutoff))
+    tcut = effective_triplet_cutoff(cutoff, triplet_cutoff)
     rc = float(cutoff) + skin
     rt = tcut + skin
     est = estimate_graph_size(positions, cell, pbc, rc, rt)
@@ -496,20 +504,50 @@ def check_overlaps(
     return d
 
 
+class GraphBatch(TypedDict):
+    """Several graphs batched into one disconnected graph: the model's input (``collate_graphs``).
+
+    A plain dict at run time (``dict(batch)``, ``{k: ... for k in batch}`` and ``Batch.to`` keep it whole).
+    Tensors (indices offset per structure): ``numbers`` [N], ``positions`` [N, 3] (A), ``cell`` [B, 3, 3]
+    (A), ``batch`` [N] (structure of each atom), ``n_atoms`` [B], ``edge_src``/``edge_dst``/``edge_reverse``
+    [E], ``edge_shift`` [E, 3] (float, for ``shift @ cell``), ``edge_batch`` [E], ``trip_in``/``trip_out``
+    [T]. Floats: ``cutoff`` and ``triplet_cutoff`` (A), the radii every graph was built with (``Graph``),
+    which the model checks against its own.
+    """
+
+    numbers: torch.Tensor
+    positions: torch.Tensor
+    cell: torch.Tensor
+    batch: torch.Tensor
+    n_atoms: torch.Tensor
+    edge_src: torch.Tensor
+    edge_dst: torch.Tensor
+    edge_reverse: torch.Tensor
+    edge_shift: torch.Tensor
+    edge_batch: torch.Tensor
+    trip_in: torch.Tensor
+    trip_out: torch.Tensor
+    cutoff: float
+    triplet_cutoff: float
+
+
 def collate_graphs(
     graphs: Iterable[Graph],
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = "cpu",
-) -> Dict[str, torch.Tensor]:
+) -> GraphBatch:
     """Batch graphs into one disconnected graph (indices offset), as torch tensors on ``device`` (None = CPU).
 
-    Keys: ``numbers`` [N], ``positions`` [N, 3], ``cell`` [B, 3, 3], ``batch`` [N] (structure of each atom),
-    ``n_atoms`` [B], ``edge_src``/``edge_dst``/``edge_reverse`` [E], ``edge_shift`` [E, 3] (float, for
-    ``shift @ cell``), ``edge_batch`` [E], ``trip_in``/``trip_out`` [T].
+    Keys: see ``GraphBatch``. All graphs must have been built with the same ``cutoff`` and ``triplet_cutoff``
+    (``ValueError`` otherwise); a graph built with a skin may be batched unpruned (what lies beyond the radii
+    contributes exactly zero).
     """
     graphs = list(graphs)
     if not graphs:
         raise ValueError("collate_graphs needs at least one graph")
+    radii = sorted({(float(g.cutoff), float(g.triplet_cutoff)) for g in graphs})
+    if len(radii) > 1:
+        raise ValueError(f"cannot batch graphs built with different (cutoff, triplet_cutoff) radii: {radii} A")
     atom_off = np.cumsum([0] + [g.n_atoms for g in graphs[:-1]])
     edge_off = np.cumsum([0] + [g.n_edges for g in graphs[:-1]])
 
@@ -534,6 +572,8 @@ def collate_graphs(
     cpu = {k: torch.as_tensor(v, dtype=dtype if k in floats else torch.long) for k, v in out_np.items()}
     device = torch.device("cpu" if device is None else device)
     if device.type != "cuda":
-        return {k: v.to(device) for k, v in cpu.items()}
-    # page-locked host memory: the copies are asynchronous and overlap with the queued kernels
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in cpu.items()}
+        tensors = {k: v.to(device) for k, v in cpu.items()}
+    else:  # page-locked host memory: the copies are asynchronous and overlap with the queued kernels
+        tensors = {k: v.pin_memory().to(device, non_blocking=True) for k, v in cpu.items()}
+    cutoff, triplet_cutoff = radii[0]
+    return GraphBatch(**tensors, cutoff=cutoff, triplet_cutoff=triplet_cutoff)

@@ -34,6 +34,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.socketio import SocketClient, SocketClosed
 
+from .properties import get_property_spec
+
 __all__ = [
     "EXTRAS_PROPERTIES",
     "ETGNNSocketClient",
@@ -60,7 +62,7 @@ def encode_extras(atoms: Atoms, calc, properties: Sequence[str]) -> Dict[str, li
             raise ValueError(f"extras: the model has no {name!r} head (it predicts "
                              f"{sorted(calc.implemented_properties)})")
         value = np.asarray(calc.get_property(name, atoms), dtype=np.float64)
-        if name == "born_effective_charges":
+        if get_property_spec(name).per_atom:
             value = value.reshape(len(atoms), 9)  # (N, 3, 3) -> (N, 9), row-major
         else:
             value = value.reshape(3, 3)

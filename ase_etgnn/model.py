@@ -11,6 +11,11 @@ Beyond the paper (each is a config option, documented in README):
 * rank-2 heads can add an isotropic term ``s_j I`` from node features (``isotropic=True``);
 * ``zero_net_force`` symmetrises pair coefficients ``t_kj = t_jk`` so direct forces sum to zero exactly;
 * ``bec_asr`` enforces the acoustic sum rule ``sum_a Z_a = 0`` per structure exactly.
+
+Forces come in three modes (the ``forces`` argument of ``ETGNN.forward``), always under the key ``forces``:
+``"direct"`` (the forces head, Eq. 3), ``"conservative"`` (``-dE/dr`` of the energy head by autograd) or
+``"both"`` (direct ``forces`` plus ``forces_conservative = -dE/dr``). The model refuses a graph built with
+other radii than its ``cutoff`` and ``effective_triplet_cutoff`` (``ETGNN.check_radii``).
 """
 from __future__ import annotations
 
@@ -32,11 +37,15 @@ from .basis import (
     spherical_bessel_radial,
     spherical_bessel_zeros,
 )
-from .properties import TENSOR_HEADS, get_property_spec
+from .graph import GraphBatch, effective_triplet_cutoff
+from .properties import FORCES_CONSERVATIVE, TENSOR_HEADS, get_property_spec
 
 __all__ = [
     "ETGNNConfig",
     "ETGNN",
+    "FORCES_MODES",
+    "Geometry",
+    "HeadInputs",
     "build_model",
     "eq1_crystal_average",
     "eq2_edge_expansion",
@@ -46,7 +55,9 @@ __all__ = [
     "TrunkState",
 ]
 
-Batch = Dict[str, torch.Tensor]
+#: how ``ETGNN.forward`` gives forces: the forces head, ``-dE/dr`` of the energy head, or both
+#: (``forces`` direct, ``forces_conservative`` = -dE/dr)
+FORCES_MODES = ("direct", "conservative", "both")
 
 
 @dataclass(frozen=True)
@@ -118,8 +129,8 @@ class ETGNNConfig:
 
     @property
     def effective_triplet_cutoff(self) -> float:
-        """The triplet cutoff actually used, A."""
-        return self.cutoff if self.triplet_cutoff is None else min(self.triplet_cutoff, self.cutoff)
+        """The triplet cutoff actually used, A (``triplet_cutoff`` capped at ``cutoff``; graphs are built with it)."""
+        return effective_triplet_cutoff(self.cutoff, self.triplet_cutoff)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -225,6 +236,69 @@ def eq1_crystal_average(atomic: torch.Tensor, batch: torch.Tensor, n_atoms: torc
     """Eq. 1: crystal tensor = mean of the atomic tensors of its atoms; [n_structures, ...]."""
     total = _scatter_sum(atomic, batch, len(n_atoms))  # [B, ...]
     return total / n_atoms.to(atomic.dtype).view(-1, *([1] * (atomic.dim() - 1)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the trunk hands on: geometry and head inputs
+# ----------------------------------------------------------------------------------------------------
+
+
+def _detach(x):
+    """``x`` cut from the autograd graph (tensors only; None and floats as they are)."""
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Edge and triplet geometry of a batch (``ETGNN.geometry``), differentiable in positions and cell.
+
+    Attributes:
+        unit: [n_edges, 3] unit vectors ``e_kj`` from src k to dst j.
+        env: [n_edges] edge envelopes (Eq. 12).
+        rbf: [n_edges, n_radial] enveloped radial basis ``e_RBF`` (Eq. 11).
+        sbf: [n_triplets, n_spherical * n_sbf_radial] spherical basis ``a_SBF`` (Eq. 14).
+        trip_w: [n_triplets] triplet envelopes (both edges inside the triplet cutoff).
+        u_kj, u_ji: [n_triplets, 3] unit vectors of a triplet's incoming and outgoing edge.
+        center: [n_triplets] central atom j of each triplet.
+    """
+
+    unit: torch.Tensor
+    env: torch.Tensor
+    rbf: torch.Tensor
+    sbf: torch.Tensor
+    trip_w: torch.Tensor
+    u_kj: torch.Tensor
+    u_ji: torch.Tensor
+    center: torch.Tensor
+
+    def detached(self) -> "Geometry":
+        """A copy cut from the autograd graph."""
+        return Geometry(**{f.name: _detach(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+@dataclass(frozen=True)
+class HeadInputs:
+    """What the heads read (``ETGNN.predict`` builds it from a ``TrunkState``).
+
+    Attributes:
+        geo: edge and triplet geometry.
+        species: [n_atoms] model species index.  batch: [n_atoms] structure of each atom.
+        n_atoms: [n_structures] atoms per structure.
+        dst: [n_edges] atom j of each edge k -> j.  edge_reverse: [n_edges] index of the reverse edge.
+        m: [n_edges, hidden] edge messages of the last edge block.
+        mt: [n_triplets, triplet_hidden] triplet messages, or None when no requested head needs them.
+        h: [n_atoms, out_emb] node features, or None when no requested head needs them.
+    """
+
+    geo: Geometry
+    species: torch.Tensor
+    batch: torch.Tensor
+    n_atoms: torch.Tensor
+    dst: torch.Tensor
+    edge_reverse: torch.Tensor
+    m: torch.Tensor
+    mt: Optional[torch.Tensor] = None
+    h: Optional[torch.Tensor] = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -391,15 +465,19 @@ class TensorHead(nn.Module):
 
     ``scale`` and ``reference`` buffers hold the target normalisation: the output is
     ``scale * raw + reference`` where ``reference`` is per species (energy: eV/atom; rank-2: isotropic
-    part times the identity) and summed (energy) or averaged (crystal tensors) like the atomic terms.
+    part times the identity) and, for per-structure properties, summed over the atoms (``extensive`` in the
+    registry: energy) or averaged (Eq. 1: crystal tensors) like the atomic terms.
     """
 
     def __init__(self, name: str, cfg: ETGNNConfig, act: nn.Module) -> None:
         super().__init__()
         spec = get_property_spec(name)
+        if spec.extensive and (spec.rank != 0 or spec.per_atom):
+            raise ValueError(f"{name}: an extensive head must be a per-structure scalar (a sum of atomic terms)")
         self.name = name
         self.rank = spec.rank
         self.per_atom = spec.per_atom
+        self.extensive = spec.extensive
         self.uses_edges = spec.rank >= 1
         self.uses_triplets = (spec.rank == 2 and spec.symmetry == "none") or spec.rank == 3
         self.uses_nodes = spec.rank == 0 or (spec.rank == 2 and cfg.isotropic)
@@ -409,39 +487,39 @@ class TensorHead(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("reference", torch.zeros(len(cfg.species)))
 
-    def atomic(self, ctx: Dict[str, torch.Tensor], zero_net_force: bool) -> torch.Tensor:
+    def atomic(self, inp: HeadInputs, zero_net_force: bool) -> torch.Tensor:
         """Atomic tensors T_j (Eq. 2, with Eqs. 3-8 as special cases); [n_atoms, 3, ...] or [n_atoms]."""
-        n_atoms = ctx["species"].shape[0]
+        geo = inp.geo
+        n_atoms = inp.species.shape[0]
         if self.rank == 0:
-            return self.node_mlp(ctx["h"]).squeeze(-1)  # [n_atoms]
-        t_e = self.edge_mlp(ctx["m"]).squeeze(-1) * ctx["env"]  # [n_edges]
+            return self.node_mlp(inp.h).squeeze(-1)  # [n_atoms]
+        t_e = self.edge_mlp(inp.m).squeeze(-1) * geo.env  # [n_edges]
         if self.rank == 1:
             if zero_net_force:  # t_kj = t_jk: pair forces cancel in the sum over atoms
-                t_e = 0.5 * (t_e + t_e[ctx["edge_reverse"]])
-            return eq3_forces(t_e, ctx["unit"], ctx["dst"], n_atoms)
-        out = eq2_edge_expansion(t_e, ctx["unit"], ctx["dst"], n_atoms, self.rank)
+                t_e = 0.5 * (t_e + t_e[inp.edge_reverse])
+            return eq3_forces(t_e, geo.unit, inp.dst, n_atoms)
+        out = eq2_edge_expansion(t_e, geo.unit, inp.dst, n_atoms, self.rank)
         if self.uses_triplets:
-            t_t = self.triplet_mlp(ctx["mt"]).squeeze(-1) * ctx["trip_w"]  # [n_triplets]
-            out = out + eq6_triplet_expansion(
-                t_t, ctx["u_kj"], ctx["u_ji"], ctx["center"], n_atoms, self.rank
-            )
+            t_t = self.triplet_mlp(inp.mt).squeeze(-1) * geo.trip_w  # [n_triplets]
+            out = out + eq6_triplet_expansion(t_t, geo.u_kj, geo.u_ji, geo.center, n_atoms, self.rank)
         if self.uses_nodes:
-            s = self.node_mlp(ctx["h"]).squeeze(-1)  # [n_atoms]
+            s = self.node_mlp(inp.h).squeeze(-1)  # [n_atoms]
             out = out + s.view(-1, 1, 1) * torch.eye(3, dtype=out.dtype, device=out.device)
         return out
 
-    def forward(self, ctx: Dict[str, torch.Tensor], zero_net_force: bool = False) -> torch.Tensor:
-        atomic = self.scale * self.atomic(ctx, zero_net_force)
-        ref = self.reference[ctx["species"]]  # [n_atoms]
-        if self.rank == 0 and not self.per_atom:
-            return total_energy(atomic, ref, ctx["batch"], len(ctx["n_atoms"]))
+    def forward(self, inp: HeadInputs, zero_net_force: bool = False) -> torch.Tensor:
+        """The property: [n_atoms, 3, ...] per atom, [n_structures, 3, ...] per structure."""
+        atomic = self.scale * self.atomic(inp, zero_net_force)
+        ref = self.reference[inp.species]  # [n_atoms]
+        if self.extensive:  # a per-structure scalar summed over atoms (energy), in float64
+            return total_energy(atomic, ref, inp.batch, len(inp.n_atoms))
         if self.rank == 0:
             atomic = atomic + ref
         elif self.rank == 2:
             atomic = atomic + ref.view(-1, 1, 1) * torch.eye(3, dtype=atomic.dtype, device=atomic.device)
         if self.per_atom:
             return atomic
-        return eq1_crystal_average(atomic, ctx["batch"], ctx["n_atoms"])
+        return eq1_crystal_average(atomic, inp.batch, inp.n_atoms)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -530,7 +608,29 @@ class ETGNN(nn.Module):
                 ref = torch.as_tensor(reference, dtype=head.reference.dtype, device=head.reference.device)
                 head.reference.copy_(ref.expand_as(head.reference))
 
-    def geometry(self, batch: Batch) -> Dict[str, torch.Tensor]:
+    def check_radii(self, batch: GraphBatch) -> None:
+        """``ValueError`` unless ``batch`` was built with this model's ``cutoff`` and effective triplet cutoff.
+
+        A graph built with smaller radii misses neighbours and silently gives wrong numbers; one built with
+        larger radii gives the same numbers at a higher cost (what lies beyond the radii contributes zero).
+        Both are refused, so that every caller builds graphs one way. The radii are floats in the batch
+        (``collate_graphs``): no host sync.
+        """
+        cfg = self.config
+        if "cutoff" not in batch or "triplet_cutoff" not in batch:
+            raise ValueError("the graph does not say which radii it was built with (no 'cutoff' / 'triplet_cutoff' "
+                             "entries): batch graphs with ase_etgnn.graph.collate_graphs")
+        got = (float(batch["cutoff"]), float(batch["triplet_cutoff"]))
+        want = (float(cfg.cutoff), float(cfg.effective_triplet_cutoff))
+        if got != want:
+            raise ValueError(
+                f"the graph was built with cutoff {got[0]} A and triplet cutoff {got[1]} A, but this model needs "
+                f"cutoff {want[0]} A and triplet cutoff {want[1]} A (config.cutoff, "
+                f"config.effective_triplet_cutoff): build it with atoms_to_graph(atoms, model.config.cutoff, "
+                f"model.config.effective_triplet_cutoff)"
+            )
+
+    def geometry(self, batch: GraphBatch) -> Geometry:
         """Edge vectors, bases and envelopes from a collated batch (differentiable in positions/cell)."""
         cfg = self.config
         pos, cell = batch["positions"], batch["cell"]
@@ -552,29 +652,28 @@ class ETGNN(nn.Module):
         radial = spherical_bessel_radial(length, self.sbf_zeros, self.sbf_norm, cfg.cutoff)  # [E, n_sph, n_rad]
         radial = radial * (env * env_t).view(-1, 1, 1)
         sbf = spherical_basis_from_edges(radial, t_in, cos_t, env_ti)  # a_SBF, [n_triplets, n_sph * n_rad]
-        return {
-            "unit": unit, "env": env, "rbf": rbf, "sbf": sbf, "trip_w": trip_w,
-            "u_kj": u_kj, "u_ji": u_ji, "center": dst[t_in],
-        }
+        return Geometry(unit=unit, env=env, rbf=rbf, sbf=sbf, trip_w=trip_w, u_kj=u_kj, u_ji=u_ji, center=dst[t_in])
 
     # ------------------------------------------------------------------------------------------------
     # trunk once, heads on demand
     # ------------------------------------------------------------------------------------------------
-    def trunk(self, batch: Batch, recompute: bool = False) -> "TrunkState":
+    def trunk(self, batch: GraphBatch, recompute: bool = False) -> "TrunkState":
         """Geometry, embeddings and the edge blocks (what every head needs); triplet messages and node
-        features are computed later, when a head asks for them (``predict``).
+        features are computed later, when a head asks for them (``predict``). Checks the graph's radii first
+        (``check_radii``).
 
         ``recompute``: under autograd, keep only each edge block's inputs and recompute the block's
         [n_triplets, *] intermediates during the backward pass (activation checkpointing): the same
         numbers and gradients for about one extra trunk forward, and a peak memory of about one block
         instead of all of them (conservative forces of large cells).
         """
+        self.check_radii(batch)
         species = self.species_index(batch["numbers"])  # [n_atoms]
         geo = self.geometry(batch)
         g = self.embedding(species)  # [n_atoms, hidden]
-        m = self.edge_embedding(g, geo["rbf"], batch["edge_src"], batch["edge_dst"])  # [n_edges, hidden]
+        m = self.edge_embedding(g, geo.rbf, batch["edge_src"], batch["edge_dst"])  # [n_edges, hidden]
         m_blocks = []
-        args = (geo["rbf"], geo["sbf"], batch["trip_in"], batch["trip_out"])
+        args = (geo.rbf, geo.sbf, batch["trip_in"], batch["trip_out"])
         for block in self.edge_blocks:
             if recompute and torch.is_grad_enabled():
                 m = torch.utils.checkpoint.checkpoint(block, m, *args, use_reentrant=False)  # [n_edges, hidden]
@@ -589,16 +688,16 @@ class ETGNN(nn.Module):
             b, geo = state.batch, state.geo
             src, dst, t_in, t_out = b["edge_src"], b["edge_dst"], b["trip_in"], b["trip_out"]
             # triplet k->j->i: k = src of edge kj, j = its dst, i = dst of edge ji
-            mt = self.triplet_embedding(state.g, geo["rbf"], geo["sbf"], src[t_in], dst[t_in], dst[t_out], t_out)
+            mt = self.triplet_embedding(state.g, geo.rbf, geo.sbf, src[t_in], dst[t_in], dst[t_out], t_out)
             for m, block in zip(state.m_blocks, self.triplet_blocks):
-                mt = block(mt, m, geo["rbf"], geo["sbf"], t_in, t_out)  # [n_triplets, t_hidden]
+                mt = block(mt, m, geo.rbf, geo.sbf, t_in, t_out)  # [n_triplets, t_hidden]
             state.mt = mt
         return state.mt
 
     def _node_features(self, state: "TrunkState") -> torch.Tensor:
         """Node features ``h_j`` of the node output block; cached."""
         if state.h is None:
-            state.h = self.node_output(state.m_blocks[-1], state.geo["rbf"], state.g, state.batch["edge_dst"])
+            state.h = self.node_output(state.m_blocks[-1], state.geo.rbf, state.g, state.batch["edge_dst"])
         return state.h  # [n_atoms, out_emb]
 
     def predict(self, state: "TrunkState", heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
@@ -610,37 +709,57 @@ class ETGNN(nn.Module):
             if name not in self.heads_:
                 raise KeyError(f"model has no head {name!r}; heads: {list(self.heads)}")
         b = state.batch
-        ctx = dict(state.geo)
-        ctx.update(species=state.species, m=state.m_blocks[-1], dst=b["edge_dst"], batch=b["batch"],
-                   n_atoms=b["n_atoms"], edge_reverse=b["edge_reverse"])
-        if any(self.heads_[n].uses_triplets for n in names):
-            ctx["mt"] = self._triplet_messages(state)
-        if any(self.heads_[n].uses_nodes for n in names):
-            ctx["h"] = self._node_features(state)
-        out = {name: self.heads_[name](ctx, self.config.zero_net_force) for name in names}
+        inp = HeadInputs(
+            geo=state.geo, species=state.species, batch=b["batch"], n_atoms=b["n_atoms"], dst=b["edge_dst"],
+            edge_reverse=b["edge_reverse"], m=state.m_blocks[-1],
+            mt=self._triplet_messages(state) if any(self.heads_[n].uses_triplets for n in names) else None,
+            h=self._node_features(state) if any(self.heads_[n].uses_nodes for n in names) else None,
+        )
+        out = {name: self.heads_[name](inp, self.config.zero_net_force) for name in names}
         if self.config.bec_asr and "born_effective_charges" in out:
             z = out["born_effective_charges"]  # [n_atoms, 3, 3]
             mean = eq1_crystal_average(z, b["batch"], b["n_atoms"])  # [B, 3, 3]
             out["born_effective_charges"] = z - mean[b["batch"]]
         return out
 
-    def forward(self, batch: Batch, heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, batch: GraphBatch, heads: Optional[Sequence[str]] = None, forces: str = "direct", stress: bool = False
+    ) -> Dict[str, torch.Tensor]:
         """Predict the heads ``heads`` (default: all); keys are registry property names (see the module
-        docstring for shapes). Only the trunk parts those heads need are computed."""
-        return self.predict(self.trunk(batch), heads)
+        docstring for shapes). Only the trunk parts those heads need are computed.
+
+        ``forces``: ``"direct"`` (the forces head, if run); ``"conservative"`` (``forces`` = -dE/dr of the
+        energy head; the forces head is not run) or ``"both"`` (the forces head's ``forces`` plus
+        ``forces_conservative`` = -dE/dr): the last two run the energy head and autograd (``conservative``).
+        ``stress``: add ``stress`` (eV/A^3, ASE sign; needs ``"conservative"`` or ``"both"``).
+        """
+        _check_forces_mode(forces)
+        if forces == "direct":
+            if stress:
+                raise ValueError("stress is the strain derivative of the energy: use forces='conservative' or 'both'")
+            return self.predict(self.trunk(batch), heads)
+        return self.conservative(batch, stress=stress, heads=heads, forces=forces)[0]
 
     def conservative(
-        self, batch: Batch, stress: bool = True, heads: Optional[Sequence[str]] = None, recompute: bool = False
+        self, batch: GraphBatch, stress: bool = True, heads: Optional[Sequence[str]] = None, recompute: bool = False,
+        forces: str = "both",
     ) -> Tuple[Dict[str, torch.Tensor], "TrunkState"]:
-        """Heads ``heads`` (default: all; ``energy`` is always run) plus ``forces_conservative = -dE/dr``
-        (eV/A) and, if ``stress``, ``stress = (1/V) dE/d(strain)`` (eV/A^3, ASE sign) by autograd.
+        """Heads ``heads`` (default: all; ``energy`` is always run) plus ``-dE/dr`` (eV/A) and, if ``stress``,
+        ``stress = (1/V) dE/d(strain)`` (eV/A^3, ASE sign) by autograd.
 
+        ``forces``: ``"conservative"``: ``-dE/dr`` is ``forces`` and the forces head is not run; ``"both"``:
+        ``-dE/dr`` is ``forces_conservative`` and ``forces`` is the forces head's (when it is run).
         Returns the outputs and the trunk state (detached unless training), so that other heads can be run
         later on the same geometry with ``predict``. ``recompute``: see ``trunk``. Needs an energy head.
         """
+        _check_forces_mode(forces)
+        if forces == "direct":
+            raise ValueError("conservative() computes -dE/dr: forces must be 'conservative' or 'both'")
         if "energy" not in self.heads_:
             raise ValueError("conservative forces need a model with an 'energy' head")
         names = list(self.heads) if heads is None else list(dict.fromkeys(["energy", *heads]))
+        if forces == "conservative":
+            names = [n for n in names if n != "forces"]
         batch = dict(batch)
         pos = batch["positions"].detach().requires_grad_(True)
         n_struct = batch["cell"].shape[0]
@@ -652,7 +771,7 @@ class ETGNN(nn.Module):
         out = self.predict(state, names)
         wrt = [pos, strain] if stress else [pos]
         grads = torch.autograd.grad(out["energy"].sum(), wrt, create_graph=self.training)
-        out["forces_conservative"] = -grads[0]
+        out["forces" if forces == "conservative" else FORCES_CONSERVATIVE] = -grads[0]
         if stress:
             vol = torch.linalg.det(batch["cell"]).abs()  # [B]
             out["stress"] = grads[1] / vol.view(-1, 1, 1)
@@ -661,10 +780,15 @@ class ETGNN(nn.Module):
             state = state.detached()
         return out, state
 
-    def energy_and_derivatives(self, batch: Batch, stress: bool = True,
-                               heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
-        """``conservative`` without the trunk state: heads plus ``forces_conservative`` and ``stress``."""
-        return self.conservative(batch, stress=stress, heads=heads)[0]
+    def energy_and_derivatives(self, batch: GraphBatch, stress: bool = True,
+                               heads: Optional[Sequence[str]] = None, forces: str = "both") -> Dict[str, torch.Tensor]:
+        """``conservative`` without the trunk state (prefer ``model(batch, forces=..., stress=...)``)."""
+        return self.conservative(batch, stress=stress, heads=heads, forces=forces)[0]
+
+
+def _check_forces_mode(forces: str) -> None:
+    if forces not in FORCES_MODES:
+        raise ValueError(f"forces must be one of {list(FORCES_MODES)}, got {forces!r}")
 
 
 @dataclass
@@ -672,15 +796,15 @@ class TrunkState:
     """What ``ETGNN.trunk`` computed for one batch; ``predict`` fills ``mt`` and ``h`` when a head needs them.
 
     Attributes:
-        batch: the collated batch (``graph.collate_graphs`` keys).
+        batch: the collated batch (``graph.GraphBatch``).
         geo: ``ETGNN.geometry`` output (unit vectors, envelopes, radial and spherical bases).
         species: model species index per atom [n_atoms].  g: atom embeddings [n_atoms, hidden].
         m_blocks: edge messages after each edge block, each [n_edges, hidden].
         mt: triplet messages [n_triplets, triplet_hidden] or None.  h: node features [n_atoms, out_emb] or None.
     """
 
-    batch: Batch
-    geo: Dict[str, torch.Tensor]
+    batch: GraphBatch
+    geo: Geometry
     species: torch.Tensor
     g: torch.Tensor
     m_blocks: list
@@ -689,13 +813,9 @@ class TrunkState:
 
     def detached(self) -> "TrunkState":
         """A copy cut from the autograd graph (for heads run later without gradients)."""
-        def cut(x):
-            return None if x is None else x.detach()
-
         return TrunkState(
-            batch={k: cut(v) for k, v in self.batch.items()}, geo={k: cut(v) for k, v in self.geo.items()},
-            species=self.species, g=cut(self.g), m_blocks=[cut(m) for m in self.m_blocks], mt=cut(self.mt),
-            h=cut(self.h),
+            batch={k: _detach(v) for k, v in self.batch.items()}, geo=self.geo.detached(), species=self.species,
+            g=_detach(self.g), m_blocks=[_detach(m) for m in self.m_blocks], mt=_detach(self.mt), h=_detach(self.h),
         )
 
 

@@ -1,7 +1,9 @@
-"""The property registry: one table that drives batching, losses, calculator results and tests.
+"""The property registry: one table that drives batching, losses, model heads, calculator results and tests.
 
-Every target or prediction of ``ase_etgnn`` is named here, with its shape, symmetry and units, so that
-no other module hard-codes these facts (in the spirit of nequip's key registry).
+Every target or prediction of ``ase_etgnn`` is named here, with its shape, symmetry, units and how a
+structure's value is made from atomic ones, so that no other module hard-codes these facts (in the spirit
+of nequip's key registry). The one output that is not a registry property, ``forces_conservative``
+(``-dE/dr`` next to direct forces), is named once here too (``FORCES_CONSERVATIVE``).
 
 Index conventions (tested in ``tests/test_model.py``):
 
@@ -15,7 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-__all__ = ["PropertySpec", "PROPERTIES", "get_property_spec", "TENSOR_HEADS", "LOSS_TARGETS", "loss_target"]
+__all__ = [
+    "PropertySpec",
+    "PROPERTIES",
+    "get_property_spec",
+    "TENSOR_HEADS",
+    "FORCES_CONSERVATIVE",
+    "LOSS_TARGETS",
+    "loss_target",
+    "output_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -23,13 +34,15 @@ class PropertySpec:
     """Static description of one property.
 
     Attributes:
-        name: registry key, equal to ASE's property name where ASE defines one.
+        name: registry key, equal to ASE's property name where ASE defines one (the calculator's result key).
         per_atom: True for per-atom quantities (first axis = atoms).
         rank: Cartesian tensor rank (0 scalar, 1 vector, ...).
         symmetry: "none", "symmetric" (rank 2, T = T^T) or "symmetric_last2" (rank 3, T_ijk = T_ikj).
         units: units stored in data files and returned by the calculator.
-        ase_name: name under which ASE's calculator API exposes it.
-        extensive: True when the structure-level value is a sum over atoms (energy), False when an average.
+        extensive: True when the structure-level value is a sum over atoms (energy: doubles with a doubled
+            cell), False when an average (Eq. 1: unchanged by a supercell).
+        head: True when a model head predicts it directly; False when it only comes from the energy by
+            autograd (stress).
     """
 
     name: str
@@ -37,8 +50,8 @@ class PropertySpec:
     rank: int
     symmetry: str
     units: str
-    ase_name: str
     extensive: bool = False
+    head: bool = True
 
     def shape(self, n_atoms: int | None = None) -> Tuple[int, ...]:
         """Shape of one structure's value (``n_atoms`` required for per-atom properties)."""
@@ -53,27 +66,35 @@ class PropertySpec:
 PROPERTIES: Dict[str, PropertySpec] = {
     p.name: p
     for p in (
-        PropertySpec("energy", False, 0, "none", "eV", "energy", extensive=True),
-        PropertySpec("forces", True, 1, "none", "eV/A", "forces"),
-        PropertySpec("stress", False, 2, "symmetric", "eV/A^3", "stress"),
-        PropertySpec("born_effective_charges", True, 2, "none", "e", "born_effective_charges"),
-        PropertySpec("dielectric_tensor", False, 2, "symmetric", "1", "dielectric_tensor"),
-        PropertySpec("piezoelectric_tensor", False, 3, "symmetric_last2", "C/m^2", "piezoelectric_tensor"),
+        PropertySpec("energy", False, 0, "none", "eV", extensive=True),
+        PropertySpec("forces", True, 1, "none", "eV/A"),
+        PropertySpec("stress", False, 2, "symmetric", "eV/A^3", head=False),
+        PropertySpec("born_effective_charges", True, 2, "none", "e"),
+        PropertySpec("dielectric_tensor", False, 2, "symmetric", "1"),
+        PropertySpec("piezoelectric_tensor", False, 3, "symmetric_last2", "C/m^2"),
     )
 }
 
 #: properties that a model head predicts directly (stress only comes from a conservative energy).
-TENSOR_HEADS = ("energy", "forces", "born_effective_charges", "dielectric_tensor", "piezoelectric_tensor")
+TENSOR_HEADS: Tuple[str, ...] = tuple(name for name, spec in PROPERTIES.items() if spec.head)
 
+#: the output ``-dE/dr`` (eV/A) of the energy head when it sits next to the direct ``forces`` (model
+#: ``forces="both"``, a direct-mode calculator, joint training); where it replaces them it is ``forces``.
+FORCES_CONSERVATIVE = "forces_conservative"
 
-#: loss terms whose prediction is not a head of the same name, mapped to the registry target they are compared
-#: with: ``forces_conservative`` (-dE/dr of the energy head) is trained against the ``forces`` labels.
-LOSS_TARGETS = {"forces_conservative": "forces"}
+#: outputs that are not a registry property, mapped to the property whose shape and units they have and
+#: whose labels they are trained against: ``forces_conservative`` is compared with the ``forces`` labels.
+LOSS_TARGETS: Dict[str, str] = {FORCES_CONSERVATIVE: "forces"}
 
 
 def loss_target(name: str) -> str:
     """The registry property whose labels a loss term ``name`` is compared with."""
     return LOSS_TARGETS.get(name, name)
+
+
+def output_spec(name: str) -> PropertySpec:
+    """The registry entry describing a model or calculator output ``name`` (``forces_conservative``: forces)."""
+    return get_property_spec(loss_target(name))
 
 
 def get_property_spec(name: str) -> PropertySpec:

@@ -28,7 +28,10 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # torch is imported lazily: nothing here runs at import
+    from .graph import GraphBatch
 
 __all__ = [
     "AllocatorStatus",
@@ -172,7 +175,7 @@ def _trunk_modules(model) -> dict:
     return mods
 
 
-def compile_trunk(model, example_batch: dict, rtol: float = 1e-4) -> CompileStatus:
+def compile_trunk(model, example_batch: "GraphBatch", rtol: float = 1e-4) -> CompileStatus:
     """Opt-in: ``torch.compile`` the trunk blocks of ``model`` in place, module by module (dynamic shapes).
 
     Parameter names and the state dict do not change (``nn.Module.compile``). The example batch (from

@@ -29,5 +29,8 @@ def test_cuda_batch_is_on_the_device_and_pinned_copies_match(quartz_perturbed):
 
     g = atoms_to_graph(quartz_perturbed, 4.0, 3.0)
     gpu, cpu = collate_graphs([g], device="cuda"), collate_graphs([g])
-    for k in cpu:
-        assert gpu[k].device.type == "cuda" and torch.equal(gpu[k].cpu(), cpu[k]), k
+    for k, v in cpu.items():
+        if isinstance(v, torch.Tensor):
+            assert gpu[k].device.type == "cuda" and torch.equal(gpu[k].cpu(), v), k
+        else:  # the radii the graph was built with
+            assert gpu[k] == v, k

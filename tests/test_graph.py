@@ -228,3 +228,13 @@ def test_overlaps_on_a_reused_graph_warn_then_raise(quartz_perturbed):
     tiny = Atoms("Si", positions=[[0, 0, 0]], cell=[0.3, 5, 5], pbc=True)
     with pytest.warns(OverlapWarning, match=r"atom 0 and its own periodic image \[-?1, 0, 0\] are only 0.3 A"):
         check_overlaps(atoms_to_graph(tiny, 3.0))
+
+
+def test_collated_graphs_carry_their_radii(quartz_perturbed):
+    a = atoms_to_graph(quartz_perturbed, 4.0, 3.0)
+    b = atoms_to_graph(bulk("Si", "diamond", a=5.43), 4.0, 3.0, skin=0.5)
+    batch = collate_graphs([a, b], dtype=torch.float64)
+    assert (batch["cutoff"], batch["triplet_cutoff"]) == (4.0, 3.0)
+    assert atoms_to_graph(quartz_perturbed, 4.0, 7.0).triplet_cutoff == 4.0  # effective: at most the cutoff
+    with pytest.raises(ValueError, match=r"different \(cutoff, triplet_cutoff\) radii: \[\(4.0, 2.5\), \(4.0, 3.0\)\]"):
+        collate_graphs([a, atoms_to_graph(quartz_perturbed, 4.0, 2.5)])

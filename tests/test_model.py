@@ -1,96 +1,14 @@
-"""Physics contracts of the network and its heads (float64 where exactness is claimed)."""
+"""Physics of the network and its heads (float64 where exactness is claimed); the contracts every output keeps
+(equivariance, permutation, batch, supercell) are in ``test_contracts.py``."""
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import bulk, graphene, make_supercell, molecule
+from ase.build import bulk, graphene, molecule
 
 from ase_etgnn.model import eq2_edge_expansion, eq6_triplet_expansion
-from ase_etgnn.properties import PROPERTIES
 
-from conftest import ALL_HEADS, predict, random_rotation, small_model
-
-TOL = 1e-10
-
-
-def _rotated(atoms, R):
-    out = atoms.copy()
-    out.positions = atoms.positions @ R.T
-    out.cell = atoms.cell.array @ R.T
-    return out
-
-
-def _transform(name, value, R):
-    """How a property transforms under the orthogonal matrix R (registry rank drives it)."""
-    rank = PROPERTIES[name].rank
-    letters = "abc"[:rank]
-    if rank == 0:
-        return value
-    spec = ",".join(f"{l.upper()}{l}" for l in letters)
-    return np.einsum(f"{spec},...{letters}->...{letters.upper()}", *([R] * rank), value)
-
-
-@pytest.mark.parametrize("reflect", [False, True])
-def test_o3_equivariance_every_head(quartz_perturbed, model64, reflect):
-    rng = np.random.default_rng(1 + reflect)
-    atoms = quartz_perturbed.copy()
-    atoms.rattle(0.05, seed=3)
-    R = random_rotation(rng, reflect=reflect)
-    ref = predict(model64, [atoms])
-    rot = predict(model64, [_rotated(atoms, R)])
-    for name in ALL_HEADS:
-        expected = _transform(name, ref[name], R)
-        assert np.abs(rot[name] - expected).max() < TOL * max(1.0, np.abs(expected).max()), name
-    assert np.abs(ref["born_effective_charges"]).max() > 1e-3  # not trivially zero
-
-
-def test_translation_permutation_and_wrapping(quartz_perturbed, model64):
-    atoms = quartz_perturbed.copy()
-    ref = predict(model64, [atoms])
-    moved = atoms.copy()
-    moved.positions += [0.3, -1.7, 2.2]
-    moved.positions[2] += atoms.cell[0] - 2 * atoms.cell[2]  # a lattice translation of one atom
-    perm = np.random.default_rng(0).permutation(len(atoms))
-    moved = moved[perm]
-    out = predict(model64, [moved])
-    for name in ALL_HEADS:
-        r = ref[name][perm] if PROPERTIES[name].per_atom else ref[name]
-        assert np.allclose(out[name], r, atol=1e-10, rtol=0), name
-    wrapped = atoms.copy()
-    wrapped.positions += 3.0
-    wrapped.wrap()
-    out = predict(model64, [wrapped])
-    for name in ALL_HEADS:
-        assert np.allclose(out[name], ref[name], atol=1e-10, rtol=0), name
-
-
-def test_supercell_consistency(quartz_perturbed, model64):
-    atoms = quartz_perturbed
-    sc = make_supercell(atoms, 2 * np.eye(3))  # replicas ordered cell by cell
-    ref, big = predict(model64, [atoms]), predict(model64, [sc])
-    n = len(atoms)
-    for name in ("forces", "born_effective_charges"):
-        assert np.allclose(big[name], np.tile(ref[name], (8,) + (1,) * (ref[name].ndim - 1)), atol=1e-10), name
-    for name in ("dielectric_tensor", "piezoelectric_tensor"):
-        assert np.allclose(big[name], ref[name], atol=1e-10), name
-    assert np.allclose(big["energy"], 8 * ref["energy"], atol=1e-9)
-    assert big["forces"].shape == (8 * n, 3)
-
-
-def test_batch_equals_single(quartz_perturbed, model64):
-    structs = [quartz_perturbed, make_supercell(quartz_perturbed, np.diag([1, 1, 2])), molecule("SiO")]
-    structs[0] = structs[0].copy()
-    structs[0].rattle(0.02, seed=1)
-    batched = predict(model64, structs)
-    offset = 0
-    for b, atoms in enumerate(structs):
-        single = predict(model64, [atoms])
-        n = len(atoms)
-        for name in ALL_HEADS:
-            got = batched[name][offset:offset + n] if PROPERTIES[name].per_atom else batched[name][b:b + 1]
-            assert np.allclose(got, single[name], atol=1e-11, rtol=0), (name, b)
-        offset += n
-
+from conftest import ALL_HEADS, predict, small_model
 
 def _hbn():
     a = graphene(formula="BN", a=2.504, vacuum=8.0)
@@ -197,8 +115,8 @@ def test_conservative_forces_and_stress_match_finite_differences(quartz_perturbe
         return predict(model64, [a])["energy"][0]
 
     g = collate_graphs([atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff)], dtype=torch.float64)
-    out = model64.energy_and_derivatives(g)
-    f = out["forces_conservative"].detach().numpy()
+    out = model64(g, forces="conservative", stress=True)
+    f = out["forces"].numpy()
     h = 1e-5
     for a, c in [(0, 0), (4, 2)]:
         p, m = atoms.copy(), atoms.copy()
@@ -235,3 +153,62 @@ def test_seed_determinism_no_global_rng():
         assert torch.equal(va, vb), ka
     c = small_model(seed=6)
     assert not torch.equal(a.embedding.weight, c.embedding.weight)
+
+
+def test_forces_modes_one_key(quartz_perturbed, model64):
+    """``forces`` is always the key: direct (the head), conservative (-dE/dr), both (head + forces_conservative)."""
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+    from ase_etgnn.properties import FORCES_CONSERVATIVE
+
+    cfg = model64.config
+    batch = collate_graphs([atoms_to_graph(quartz_perturbed, cfg.cutoff, cfg.effective_triplet_cutoff)],
+                           dtype=torch.float64)
+    with torch.no_grad():
+        direct = model64(batch)
+    cons = model64(batch, forces="conservative", stress=True)
+    both = model64(batch, forces="both")
+    assert set(direct) == set(ALL_HEADS)
+    assert set(cons) == set(ALL_HEADS) | {"stress"}
+    assert set(both) == set(ALL_HEADS) | {FORCES_CONSERVATIVE}
+    assert torch.equal(both["forces"], direct["forces"])
+    assert torch.equal(both[FORCES_CONSERVATIVE], cons["forces"])
+    assert (cons["forces"] - direct["forces"]).abs().max() > 1e-6  # two different force fields
+    assert not any(v.requires_grad for v in cons.values())  # eval mode: detached
+    with pytest.raises(ValueError, match="stress"):
+        model64(batch, stress=True)
+    with pytest.raises(ValueError, match="forces must be one of"):
+        model64(batch, forces="joint")
+    energy_only = small_model(heads=("energy",))
+    assert set(energy_only(batch, forces="both")) == {"energy", FORCES_CONSERVATIVE}
+
+
+@pytest.mark.parametrize("cutoff, triplet_cutoff", [(3.5, 3.0), (4.0, 2.5), (4.0, 4.0), (4.5, 3.0)])
+def test_model_refuses_graphs_built_with_other_radii(quartz_perturbed, model64, cutoff, triplet_cutoff):
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    batch = collate_graphs([atoms_to_graph(quartz_perturbed, cutoff, triplet_cutoff)], dtype=torch.float64)
+    cfg = model64.config
+    msg = (rf"cutoff {float(cutoff)} A and triplet cutoff {float(triplet_cutoff)} A.*needs cutoff {cfg.cutoff} A "
+           rf"and triplet cutoff {cfg.effective_triplet_cutoff} A")
+    for call in (lambda: model64(batch), lambda: model64(batch, forces="conservative"),
+                 lambda: model64.trunk(batch)):
+        with pytest.raises(ValueError, match=msg):
+            call()
+    no_radii = {k: v for k, v in batch.items() if k not in ("cutoff", "triplet_cutoff")}
+    with pytest.raises(ValueError, match="collate_graphs"):
+        model64(no_radii)
+
+
+def test_radii_check_uses_the_effective_triplet_cutoff(quartz_perturbed):
+    """A triplet cutoff above the cutoff (or None) means the cutoff: the raw and the effective value give the
+    same graph, which the model accepts."""
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    for tcut in (None, 5.0):
+        model = small_model(triplet_cutoff=tcut)
+        assert model.config.effective_triplet_cutoff == 4.0
+        for t in (tcut, model.config.effective_triplet_cutoff):
+            batch = collate_graphs([atoms_to_graph(quartz_perturbed, 4.0, t)], dtype=torch.float64)
+            assert batch["triplet_cutoff"] == 4.0
+            with torch.no_grad():
+                model(batch)
