@@ -162,9 +162,7 @@ def _predict_records(model, records: Sequence[Tuple[Any, Dict, Dict]], batch_siz
                      for i, (atoms, targets, prov) in enumerate(records[start:start + batch_size], start)]
             batch = collate_batch(items, dtype=dtype, device=device, properties=heads)
             if conservative_forces:
-                out = model.energy_and_derivatives(batch.graph, stress=False)
-                out = {k: v.detach() for k, v in out.items()}
-                out["forces"] = out.pop("forces_conservative")
+                out = model(batch.graph, forces="conservative")  # -dE/dr as "forces"; eval mode: detached
             else:
                 with torch.no_grad():
                     out = model(batch.graph)

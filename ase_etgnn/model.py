@@ -780,11 +780,6 @@ class ETGNN(nn.Module):
             state = state.detached()
         return out, state
 
-    def energy_and_derivatives(self, batch: GraphBatch, stress: bool = True,
-                               heads: Optional[Sequence[str]] = None, forces: str = "both") -> Dict[str, torch.Tensor]:
-        """``conservative`` without the trunk state (prefer ``model(batch, forces=..., stress=...)``)."""
-        return self.conservative(batch, stress=stress, heads=heads, forces=forces)[0]
-
 
 def _check_forces_mode(forces: str) -> None:
     if forces not in FORCES_MODES:

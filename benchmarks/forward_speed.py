@@ -20,7 +20,7 @@ Sections:
   periodic 72-atom quartz (cutoff 6 A, triplet cutoff 4 A). PyG is fed our edge list (its radius graph is
   not timed). Needs ``pip install torch_geometric`` (benchmark only); skipped with a message without it.
 * ``memory``: peak MB/atom above the resident size before the call, of the direct forward and of
-  ``energy_and_derivatives`` (conservative forces + stress), this checkout vs the baseline.
+  ``model(batch, forces="conservative", stress=True)`` (conservative forces + stress), this checkout vs the baseline.
 """
 from __future__ import annotations
 
@@ -134,8 +134,12 @@ def worker(spec: dict) -> dict:
         batch = collate_graphs([atoms_to_graph(atoms, cfg.cutoff, cfg.effective_triplet_cutoff)])
 
         if spec.get("mode") == "conservative":
+            # the baseline checkout may predate the ``forces`` argument (then it has energy_and_derivatives)
+            conservative = getattr(model, "energy_and_derivatives", None) or (
+                lambda b, stress: model(b, forces="conservative", stress=stress))
+
             def step():
-                model.energy_and_derivatives(batch, stress=True)
+                conservative(batch, stress=True)
         else:
             def step():
                 with torch.no_grad():

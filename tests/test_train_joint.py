@@ -24,8 +24,8 @@ def conservative_data(tmp_path_factory):
     items = []
     for a in _structures(12, 3):
         b = collate_graphs([atoms_to_graph(a, cutoff, hyper["triplet_cutoff"])], dtype=torch.float64)
-        o = teacher.energy_and_derivatives(b, stress=False)
-        t = {"energy": np.array(float(o["energy"][0].detach())), "forces": o["forces_conservative"].detach().numpy()}
+        o = teacher(b, forces="conservative")
+        t = {"energy": np.array(float(o["energy"][0].detach())), "forces": o["forces"].detach().numpy()}
         items.append((a, t, {"teacher_seed": 7}, None))
     path = tmp_path_factory.mktemp("cons") / "cons.h5"
     append_records(path, items)
@@ -56,8 +56,8 @@ def test_joint_mode_trains_both_force_paths_against_the_force_labels(conservativ
     for i in range(len(ds)):
         item = ds[i]
         graph, target = item["graph"], item["targets"]
-        out = model.energy_and_derivatives(collate_graphs([graph], dtype=torch.float64), stress=False)
-        errs.append(np.abs(out["forces_conservative"].numpy() - np.asarray(target["forces"])).ravel())
+        out = model(collate_graphs([graph], dtype=torch.float64), forces="conservative")
+        errs.append(np.abs(out["forces"].numpy() - np.asarray(target["forces"])).ravel())
     ds.close()
     assert np.concatenate(errs).mean() == pytest.approx(best["forces_conservative"], rel=1e-6)
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from ..properties import LOSS_TARGETS, PROPERTIES, TENSOR_HEADS
+from ..properties import FORCES_CONSERVATIVE, LOSS_TARGETS, PROPERTIES, TENSOR_HEADS
 from .splits import valid_fractions
 
 try:
@@ -121,8 +121,8 @@ class TrainConfig:
                 errs.append(f"loss_weights: weight of {k!r} must be >= 0")
         if "stress" in self.loss_weights and self.loss_weights["stress"] > 0 and self.forces_mode == "direct":
             errs.append("loss_weights: 'stress' needs forces_mode = 'conservative' or 'joint'")
-        if "forces_conservative" in self.loss_weights and self.forces_mode != "joint":
-            errs.append("loss_weights: 'forces_conservative' needs forces_mode = 'joint'")
+        if FORCES_CONSERVATIVE in self.loss_weights and self.forces_mode != "joint":
+            errs.append(f"loss_weights: '{FORCES_CONSERVATIVE}' needs forces_mode = 'joint'")
         if self.forces_mode not in FORCES_MODES:
             errs.append(f"forces_mode must be one of {list(FORCES_MODES)}, got {self.forces_mode!r}")
         for k in ("species", "heads", "seed", "dtype", "device"):

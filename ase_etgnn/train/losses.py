@@ -14,7 +14,7 @@ from typing import AbstractSet, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
-from ..properties import PROPERTIES, loss_target
+from ..properties import FORCES_CONSERVATIVE, PROPERTIES, loss_target
 
 __all__ = ["euclidean_loss", "select_loss_terms", "LossTerms", "Predictor", "predictions"]
 
@@ -49,7 +49,7 @@ def select_loss_terms(heads: Sequence[str], present: AbstractSet[str], forces_mo
         if "energy" not in heads or "forces" not in heads:
             raise ValueError("forces_mode = 'joint' needs a model with both an energy and a forces head")
         if "forces" in present:
-            names.append("forces_conservative")
+            names.append(FORCES_CONSERVATIVE)
     if forces_mode in ("conservative", "joint"):
         if "forces" in present and "forces" not in names:
             names.append("forces")
@@ -91,15 +91,15 @@ class LossTerms:
         return loss
 
 
+#: training ``forces_mode`` -> the model's ``forces`` argument (joint: direct ``forces`` plus -dE/dr)
+MODEL_FORCES = {"direct": "direct", "conservative": "conservative", "joint": "both"}
+
+
 def predictions(model, graph, forces_mode: str, stress: bool) -> Dict[str, torch.Tensor]:
     """The model's outputs for a ``forces_mode``, keyed by loss-term name: direct heads; conservative
     (``forces`` = -dE/dr); joint (``forces`` direct, ``forces_conservative`` = -dE/dr)."""
-    if forces_mode == "direct":
-        return model(graph)
-    out = model.energy_and_derivatives(graph, stress=stress)
-    if forces_mode == "conservative":
-        out["forces"] = out.pop("forces_conservative")
-    return out
+    forces = MODEL_FORCES[forces_mode]
+    return model(graph, forces=forces, stress=stress and forces != "direct")
 
 
 class Predictor(torch.nn.Module):

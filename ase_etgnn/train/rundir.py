@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping
 
 from ..conventions import atomic_write_text
-from ..properties import PROPERTIES, loss_target
+from ..properties import FORCES_CONSERVATIVE, PROPERTIES, loss_target
 from .config import TrainConfig
 
 __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "LOG_NAME", "SUMMARY_NAME", "RUN_FILES", "RunDir", "format_epoch",
@@ -104,7 +104,7 @@ class RunDir:
 
 
 _SHORT = {"energy": "E", "forces": "F", "born_effective_charges": "Z*", "dielectric_tensor": "eps",
-          "piezoelectric_tensor": "e_piezo", "stress": "S", "forces_conservative": "-dE/dr"}
+          "piezoelectric_tensor": "e_piezo", "stress": "S", FORCES_CONSERVATIVE: "-dE/dr"}
 
 
 def format_epoch(rec: Mapping[str, Any], epochs: int) -> str:

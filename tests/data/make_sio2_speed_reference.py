@@ -45,7 +45,7 @@ def predict(model, atoms_list, dtype: torch.dtype = torch.float64) -> dict:
         batch = collate_graphs([atoms_to_graph(a, cfg.cutoff, cfg.effective_triplet_cutoff)], dtype=dtype)
         with torch.no_grad():
             out = model(batch)
-        cons = model.energy_and_derivatives(batch, stress=True)
+        cons = model(batch, forces="both", stress=True)
         for k, v in out.items():
             res[f"{k}_{i}"] = v.detach().double().numpy()
         res[f"forces_conservative_{i}"] = cons["forces_conservative"].detach().double().numpy()
