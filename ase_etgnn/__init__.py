@@ -14,6 +14,7 @@ from .properties import PROPERTIES, PropertySpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "CommitteeCalculator",
     "ETGNN",
     "ETGNNConfig",
     "ETGNNCalculator",
@@ -33,4 +34,8 @@ def __getattr__(name: str):
         from .calculator import ETGNNCalculator
 
         return ETGNNCalculator
+    if name == "CommitteeCalculator":
+        from .committee import CommitteeCalculator
+
+        return CommitteeCalculator
     raise AttributeError(f"module 'ase_etgnn' has no attribute {name!r}")
