@@ -1,4 +1,5 @@
-"""CommitteeCalculator: mean and spread of members, per-atom shapes, member checks, tensors on demand."""
+"""CommitteeCalculator: mean and spread of members, per-atom shapes, member checks, tensors on demand; the
+uncertainty checks (Spearman ranking, calibration curves, std scale, `etgnn uncertainty`)."""
 import numpy as np
 import pytest
 from ase.calculators.calculator import PropertyNotImplementedError
@@ -122,3 +123,93 @@ def test_std_scale_settings_and_files(tmp_path, quartz_perturbed, pair):
     assert all(m.symmetrize for m in calc.members) and calc.parameters["symmetrize"]
     with pytest.raises(PropertyNotImplementedError):
         calc.get_property("stress", atoms)  # direct forces: no stress, as for one member
+
+
+# ------------------------------------------------------------------------------------------ uncertainty
+def _calibrated(n, rng, scale=1.0):
+    """Per-atom stds and the norms of 3-component Gaussian errors with that total variance (times scale)."""
+    std = np.exp(rng.normal(size=n))  # spread over an order of magnitude
+    err = np.linalg.norm(rng.normal(size=(n, 3)) * (scale * std / np.sqrt(3))[:, None], axis=1)
+    return std, err
+
+
+def test_spearman_calibration_and_scale_on_synthetic_errors():
+    from ase_etgnn.uncertainty import calibration_curve, fit_std_scale, spearman
+
+    rng = np.random.default_rng(0)
+    std, err = _calibrated(20000, rng)
+    assert spearman(std, err) > 0.5
+    assert abs(spearman(std, rng.permutation(err))) < 0.05  # a spread unrelated to the errors
+    assert spearman(std, np.exp(3 * std)) == pytest.approx(1.0)  # monotonic, not linear
+    assert np.isnan(spearman(np.ones(10), err[:10])) and np.isnan(spearman(std[:2], err[:2]))
+    curve = calibration_curve(std, err, n_bins=10)
+    assert curve.count.sum() == 20000 and np.all(curve.count == 2000)
+    assert np.all(np.diff(curve.rms_std) > 0)  # bins of increasing std
+    assert np.allclose(curve.rms_error, curve.rms_std, rtol=0.05) and curve.ence < 0.05
+    assert fit_std_scale(std, err) == pytest.approx(1.0, abs=0.02)
+    std2, err2 = _calibrated(20000, rng, scale=2.0)  # errors twice the spread: overconfident committee
+    assert fit_std_scale(std2, err2) == pytest.approx(2.0, rel=0.02)
+    assert calibration_curve(std2, err2).ence == pytest.approx(1.0, abs=0.1)
+    assert len(calibration_curve(std[:3], err[:3], n_bins=10).count) == 3  # fewer entries than bins
+
+
+def _labelled_by_member0(models, n=4):
+    """Perturbed quartz frames labelled with member 0's predictions."""
+    from ase_etgnn.dfpt import alpha_quartz
+
+    ref = ETGNNCalculator(models[0], **KW)
+    out = []
+    for s in range(n):
+        a = alpha_quartz()
+        a.positions += np.random.default_rng(s).normal(size=a.positions.shape) * 0.05
+        out.append((a, {p: ref.get_property(p, a) for p in ("forces", "born_effective_charges", "dielectric_tensor")},
+                    {"seed": s}))
+    out[1][1].pop("dielectric_tensor")  # a structure without this label is skipped for it
+    return out
+
+
+def test_collect_two_members_labelled_by_one_gives_error_std_over_sqrt2(pair):
+    """M = 2 with member 0 as the reference: per component the error of the mean is (m1 - m0) / 2 and the std
+    |m1 - m0| / sqrt(2), so error = std / sqrt(2) per atom and per structure: rank correlation 1, scale 1/sqrt(2)."""
+    from ase_etgnn.uncertainty import collect, summarize
+
+    calc = CommitteeCalculator(list(pair), **KW)
+    records = _labelled_by_member0(pair)
+    data = collect(calc, records)
+    f = data["forces"]
+    assert f.per_atom and f.std.shape == (4 * 9,) and list(np.bincount(f.structure)) == [9] * 4
+    assert np.allclose(f.error, f.std / np.sqrt(2), rtol=1e-10)
+    ps = f.per_structure()
+    assert ps.std.shape == (4,) and ps.std[2] == pytest.approx(np.sqrt(np.mean(f.std[18:27] ** 2)))
+    eps = data["dielectric_tensor"]
+    assert not eps.per_atom and list(eps.structure) == [0, 2, 3]
+    assert np.allclose(eps.error, eps.std / np.sqrt(2), rtol=1e-10)
+    s = summarize(data, n_bins=3)
+    assert set(s["forces"]) == {"per_atom", "per_structure"} and set(s["dielectric_tensor"]) == {"per_structure"}
+    assert s["forces"]["per_atom"]["spearman"] == pytest.approx(1.0)
+    assert s["born_effective_charges"]["per_structure"]["std_scale"] == pytest.approx(1 / np.sqrt(2), rel=1e-10)
+    assert s["forces"]["per_atom"]["units"] == "eV/A" and s["forces"]["per_atom"]["n"] == 36
+    with pytest.raises(ValueError, match="stress"):
+        collect(calc, records, ("stress",))
+
+
+def test_cli_uncertainty_on_a_split_writes_json_and_a_calibration_plot(tmp_path, pair, capsys):
+    import json
+
+    from ase_etgnn.data import append_records
+    from ase_etgnn.uncertainty import main
+
+    data = tmp_path / "d.h5"
+    append_records(data, [(a, t, p, f"r{k}") for k, (a, t, p) in enumerate(_labelled_by_member0(pair, n=5))])
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [0], "val": [1], "test": [2, 3, 4]}))
+    models = [str(save_model(m, tmp_path / f"m{i}.pt")) for i, m in enumerate(pair)]
+    out, png = tmp_path / "u.json", tmp_path / "plots" / "calibration.png"
+    assert main([str(data), "--models", *models, "--split", f"{split}:test", "--json", str(out), "--plot", str(png),
+                 "--device", "cpu", "--dtype", "float64", "--bins", "2"]) == 0
+    res = json.loads(out.read_text())
+    f = res["properties"]["forces"]
+    assert f["per_atom"]["n"] == 27 and f["per_structure"]["n"] == 3 and f["per_atom"]["spearman"] == pytest.approx(1)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["plot"] == str(png)
+    assert "forces" in capsys.readouterr().out
+    assert main([str(data), "--models", models[0], "--device", "cpu"]) == 2  # one model is no committee
