@@ -22,11 +22,13 @@ Wasserstein-2 distance between these distributions (the RMS difference of their 
 Why this one: it is invariant to rotations, translations, the order of the atoms and the choice of
 supercell (the distributions are per atom); a fixed number of neighbours, not a cutoff, keeps it continuous
 (no pair jumps in or out); it is exactly 0 for a repeated frame and reads as a length: a uniform strain
-``s`` moves it by ``s`` times the RMS neighbour distance (1 % -> 0.035 A for quartz, k = 12), random
-displacements of 0.05 A RMS by 0.02-0.03 A, so the default ``min_distance`` of 0.02 A keeps thermally
-distinct frames and drops repeats and frames a few femtoseconds apart. It needs no model (the committee's
-node features would tie it to one member's training) and costs one neighbour list per frame (~50 ms
-for 72 atoms). Frames of different composition are always distinct.
+``s`` moves it by ``s`` times the RMS neighbour distance (1 % -> 0.035 A for quartz, k = 12). Measured on
+the shipped model's Langevin MD of 72-atom quartz (frames every 20 fs): consecutive frames are 0.018 A
+(300 K) / 0.022 A (900 K) apart, frames 100 fs or more apart 0.024 / 0.031 A, frames and the ideal crystal
+0.07 / 0.11 A; so the default ``min_distance`` of 0.02 A drops repeats and most correlated neighbours in time
+and keeps decorrelated frames. It needs no model (the committee's node features would tie it to one
+member's training) and costs one neighbour list per frame (~50 ms for 72 atoms). Frames of different
+composition are always distinct.
 
 Output: ``OUTPUT`` (one extxyz with all selected frames) and ``OUTPUT`` without its suffix as a folder with
 one file per frame (``0000.extxyz`` ...): the DFPT driver reads one structure per seed file and gives

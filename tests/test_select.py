@@ -135,6 +135,11 @@ def test_cli_select_and_explore(tmp_path, capsys, frames):
     parser = argparse.ArgumentParser(prog="etgnn")
     register_cli(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["select", "t.traj", "--models", "a.pt", "b.pt", "--n", "3"]).min_distance == 0.02
+    seed = tmp_path / "quartz.extxyz"
+    write(seed, alpha_quartz())
+    assert main(["explore", str(seed), "--model", models[0], "--directory", str(tmp_path / "cli-md"), "--steps", "2",
+                 "--interval", "1", "--temperatures", "600", "--strains", "0.01", "--device", "cpu"]) == 0
+    assert len(read(tmp_path / "cli-md" / "quartz_T600K_+0.010.traj", index=":")) == 3
     # the model's own MD at two strains: frames every 2 steps, cells strained isotropically
     paths = explore(alpha_quartz(), CommitteeCalculator([small_model(), small_model()], **KW).members[0],
                     tmp_path / "md", temperatures=(300.0,), strains=(-0.03, 0.03), steps=4, interval=2)
