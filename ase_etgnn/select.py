@@ -219,6 +219,8 @@ def write_selection(selected: Sequence[Candidate], output, score: str = "forces"
     from ase.io import write
 
     output = Path(output)
+    if not selected:
+        raise ValueError("no frames to write")
     if output.suffix != ".extxyz":
         raise ValueError(f"selection output must end in .extxyz, got {str(output)!r}")
     folder = _seed_dir(output)
@@ -316,15 +318,18 @@ def _cmd_select(args: argparse.Namespace) -> int:
     calc = committee_from_files(args.models, device=args.device, dtype=args.dtype, symmetrize=False)
     exclude = _read_structures(args.exclude or [])
     selected = select_frames(args.trajectories, calc, config, exclude)
-    output, seeds = write_selection(selected, args.output, config.score, overwrite=args.force)
     unit = {"forces": "eV/A", "born_effective_charges": "e"}.get(config.score, "")
+    if not selected:
+        print(f"no frame qualifies (max {config.score} std >= {config.min_std} {unit}, distinct from "
+              f"{len(exclude)} excluded structures): nothing written")
+        return 1
+    output, seeds = write_selection(selected, args.output, config.score, overwrite=args.force)
     print(f"{output}: {len(selected)} frames (score: max {config.score} std {unit}; min distance "
           f"{config.min_distance} A; {len(exclude)} structures excluded)")
     for rank, c in enumerate(selected):
         print(f"  {rank:4d}  {c.std:10.4f}  {c.source}@{c.frame}")
-    if selected:
-        print("label them (each once, unperturbed):\n  python -m ase_etgnn.dfpt generate --seeds "
-              f"{_seed_dir(output)}/*.extxyz --n-structures {len(selected)} --rms 0 0 --strain-max 0 --tag TAG --ph")
+    print("label them (each once, unperturbed):\n  python -m ase_etgnn.dfpt generate --seeds "
+          f"{_seed_dir(output)}/*.extxyz --n-structures {len(selected)} --rms 0 0 --strain-max 0 --tag TAG --ph")
     return 0
 
 
@@ -407,7 +412,8 @@ def register_cli(subparsers) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m ase_etgnn.select {select,explore} ...``; exit status 2 on bad settings or files."""
+    """``python -m ase_etgnn.select {select,explore} ...``; exit status 1 when no frame qualifies (the loop has
+    converged at this ``--min-std``), 2 on bad settings or files."""
     parser = argparse.ArgumentParser(prog="python -m ase_etgnn.select", description="active-learning selection")
     sub = parser.add_subparsers(dest="command", metavar="{select,explore}")
     sub.required = True

@@ -132,6 +132,10 @@ def test_cli_select_and_explore(tmp_path, capsys, frames):
     sel = read(out, index=":")
     assert len(sel) == 5  # 8 frames: 2 repeats and 1 labelled structure left out
     assert f"--seeds {tmp_path / 'sel'}/*.extxyz --n-structures 5 --rms 0 0 --strain-max 0" in printed
+    none = tmp_path / "none.extxyz"
+    assert main(["select", str(traj), "--models", *models, "--n", "3", "--output", str(none), "--device", "cpu",
+                 "--min-std", "1e9"]) == 1  # converged: no frame this uncertain
+    assert not none.exists() and "nothing written" in capsys.readouterr().out
     parser = argparse.ArgumentParser(prog="etgnn")
     register_cli(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["select", "t.traj", "--models", "a.pt", "b.pt", "--n", "3"]).min_distance == 0.02
