@@ -8,6 +8,7 @@ Quick start::
     atoms.calc.get_property("born_effective_charges", atoms)
 """
 from .calculator import ETGNNCalculator
+from .committee import CommitteeCalculator
 from .model import ETGNN, ETGNNConfig, build_model
 from .model_file import ModelFileError, load_model, save_model
 from .properties import PROPERTIES, PropertySpec
@@ -15,6 +16,7 @@ from .properties import PROPERTIES, PropertySpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "CommitteeCalculator",
     "ETGNN",
     "ETGNNConfig",
     "ETGNNCalculator",
@@ -26,4 +28,3 @@ __all__ = [
     "save_model",
     "__version__",
 ]
-

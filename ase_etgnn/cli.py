@@ -1,4 +1,4 @@
-"""Command line interface: ``etgnn {train,evaluate,dataset,dfpt,ipi-client} ...``.
+"""Command line interface: ``etgnn {train,evaluate,dataset,dfpt,ipi-client,select,explore,uncertainty} ...``.
 
 From a folder of DFT outputs to a model file::
 
@@ -21,6 +21,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from .dfpt import register_cli as register_dfpt
+from .select import register_cli as register_select
+from .train.splits import indices_from_spec
+from .uncertainty import register_cli as register_uncertainty
+
 __all__ = ["main", "build_parser"]
 
 
@@ -37,33 +42,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_split(spec: Optional[str], data: str):
-    """Record indices of ``SPLIT_JSON[:NAME]`` (NAME default ``test``), checked against ``data``'s records."""
-    if not spec:
-        return None
-    from .data import count_records
-
-    path, _, name = spec.rpartition(":")
-    if not path:
-        path, name = spec, "test"
-    try:
-        with open(path) as fh:
-            split = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"split file {path}: not JSON ({exc})") from None
-    if not isinstance(split, dict) or name not in split:
-        raise ValueError(f"split file {path}: no split {name!r} (has {sorted(split) if isinstance(split, dict) else '?'})")
-    idx = split[name]
-    if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
-        raise ValueError(f"split file {path}: {name!r} must be a list of integer record indices")
-    n = count_records(data)
-    bad = [i for i in idx if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"split file {path} does not fit data set {data}: {name!r} has {len(bad)} indices outside "
-                         f"its {n} records (e.g. {bad[:3]}); was the split made for another data set?")
-    return idx
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from . import load_model
     from .calculator import resolve_model_path
@@ -73,7 +51,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dtype = None if args.dtype is None else resolve_dtype(args.dtype)
     device = resolve_device(args.device)
     model_path = resolve_model_path(args.model)  # a path, or the bare name of a shipped model
-    indices = _parse_split(args.split, args.data)
+    indices = indices_from_spec(args.split, args.data)
     model = load_model(model_path, device=device, dtype=dtype)
     res = evaluate_model(model, args.data, indices=indices, batch_size=args.batch_size,
                          conservative_forces=args.forces == "conservative")
@@ -290,12 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to keep retrying while the server starts (default 60)")
     p.set_defaults(func=_cmd_ipi_client)
 
-    try:
-        from .dfpt import register_cli
-    except ImportError:
-        register_cli = None
-    if register_cli is not None:
-        register_cli(sub)
+    register_dfpt(sub)  # etgnn dfpt {generate,seeds}
+    register_select(sub)  # etgnn select, etgnn explore
+    register_uncertainty(sub)  # etgnn uncertainty
     return parser
 
 

@@ -10,8 +10,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..data import count_records
+
 __all__ = ["SUBSETS", "valid_fractions", "split_indices", "extend_split", "read_split", "check_split_fits",
-           "load_split"]
+           "load_split", "indices_from_spec"]
 
 #: the subsets of a split, in order
 SUBSETS = ("train", "val", "test")
@@ -113,3 +115,28 @@ def load_split(path: str, n: int, data_path: Optional[str] = None) -> Dict[str, 
     if not split["train"]:
         raise ValueError(f"split_file {path}: the 'train' list is empty")
     return split
+
+
+def indices_from_spec(spec: Optional[str], data: str) -> Optional[List[int]]:
+    """Record indices of ``SPLIT_JSON[:NAME]`` (NAME default ``test``), checked against ``data``'s records."""
+    if not spec:
+        return None
+    path, _, name = spec.rpartition(":")
+    if not path:
+        path, name = spec, "test"
+    try:
+        with open(path) as fh:
+            split = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"split file {path}: not JSON ({exc})") from None
+    if not isinstance(split, dict) or name not in split:
+        raise ValueError(f"split file {path}: no split {name!r} (has {sorted(split) if isinstance(split, dict) else '?'})")
+    idx = split[name]
+    if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+        raise ValueError(f"split file {path}: {name!r} must be a list of integer record indices")
+    n = count_records(data)
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"split file {path} does not fit data set {data}: {name!r} has {len(bad)} indices outside "
+                         f"its {n} records (e.g. {bad[:3]}); was the split made for another data set?")
+    return idx
