@@ -41,9 +41,9 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .calculator import CONSERVATIVE_FORCES, ETGNNCalculator
+from .calculator import ETGNNCalculator
 from .model import ETGNN
-from .properties import PROPERTIES
+from .properties import PROPERTIES, loss_target
 
 __all__ = ["CommitteeCalculator", "committee_from_files", "STD_SUFFIX"]
 
@@ -55,8 +55,8 @@ ModelLike = Union[str, os.PathLike, ETGNN, ETGNNCalculator]
 
 def _is_per_atom(name: str) -> bool:
     """Per-atom results have the atoms on their first axis (registry, plus the conservative forces)."""
-    spec = PROPERTIES.get(name)
-    return name == CONSERVATIVE_FORCES or (spec is not None and spec.per_atom)
+    spec = PROPERTIES.get(loss_target(name))  # forces_conservative: as forces
+    return spec is not None and spec.per_atom
 
 
 def _label(member: ETGNNCalculator, i: int) -> str:

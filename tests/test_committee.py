@@ -155,7 +155,7 @@ def test_spearman_calibration_and_scale_on_synthetic_errors():
 
 def _labelled_by_member0(models, n=4):
     """Perturbed quartz frames labelled with member 0's predictions."""
-    from ase_etgnn.dfpt import alpha_quartz
+    from ase_etgnn.structures import alpha_quartz
 
     ref = ETGNNCalculator(models[0], **KW)
     out = []

@@ -4,7 +4,8 @@ import pytest
 from ase.io import read, write
 
 from ase_etgnn import CommitteeCalculator
-from ase_etgnn.dfpt import GenerationConfig, alpha_cristobalite, alpha_quartz, generate_structures
+from ase_etgnn.dfpt import GenerationConfig, generate_structures
+from ase_etgnn.structures import alpha_cristobalite, alpha_quartz
 from ase_etgnn.select import (Candidate, SelectionConfig, descriptor_distance, explore, frame_score, main,
                               pair_distance_descriptor, register_cli, select_distinct, select_frames,
                               write_selection)
