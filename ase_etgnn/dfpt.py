@@ -7,7 +7,7 @@ Usage (also ``etgnn dfpt generate ...`` through :func:`register_cli`)::
         --workdir dfpt_work --output data/sio2_dfpt.h5
 
 Each structure ``index`` is generated deterministically from ``numpy.random.default_rng([seed, index])``
-(seed structure ``seeds[index % len(seeds)]``, a random symmetric strain, then random displacements with a
+(seed structure ``index % n_seeds`` over every frame of the seed files, a random symmetric strain, then random displacements with a
 drawn rms), so a rerun regenerates exactly the same list. Its record key is ``f"{tag}-{seed}-{index}"``.
 
 Resume and concurrency: keys already in the data set (``ase_etgnn.data.record_keys``) are skipped; every
@@ -68,8 +68,8 @@ class GenerationConfig:
     """Settings of one generation job (one data subset).
 
     Attributes:
-        seeds: seed structure files (anything ``ase.io.read`` reads); structure ``i`` uses
-            ``seeds[i % len(seeds)]``.
+        seeds: seed structure files (anything ``ase.io.read`` reads); every frame of every file is a seed, in
+            order, and structure ``i`` uses seed ``i % (number of seeds)``.
         n_structures: number of structures (indices ``start_index .. start_index + n_structures - 1``).
         rms_range: (min, max) target rms displacement in A, drawn uniformly per structure; the rms is
             ``sqrt(mean_a |u_a|^2)`` over atoms, after removing the mean displacement.
@@ -130,14 +130,21 @@ def structure_key(tag: str, seed: int, index: int) -> str:
 
 
 # --------------------------------------------------------------------------------------- structures
-def _read_seed(path: str) -> Atoms:
+def _read_seeds(path: str) -> List[Tuple[str, Atoms]]:
+    """Every frame of a seed file as ``(label, atoms)``: the label is the path, or ``path@frame`` for files of
+    several frames (each frame is a seed of its own)."""
     try:
-        atoms = read(path)
+        frames = read(path, index=":")
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"cannot read seed structure {path}: {type(err).__name__}: {err}") from err
-    atoms.pbc = True
-    atoms.calc = None
-    return atoms
+    if not frames:
+        raise ValueError(f"seed file {path} holds no structure")
+    out = []
+    for i, atoms in enumerate(frames):
+        atoms.pbc = True
+        atoms.calc = None
+        out.append((path if len(frames) == 1 else f"{path}@{i}", atoms))
+    return out
 
 
 def generate_structure(seed_atoms: Atoms, rng: np.random.Generator, rms_range: Tuple[float, float],
@@ -167,13 +174,14 @@ def generate_structure(seed_atoms: Atoms, rng: np.random.Generator, rms_range: T
 
 def generate_structures(config: GenerationConfig) -> List[Tuple[str, int, Atoms, Dict[str, object]]]:
     """All structures of a job: list of (key, index, atoms, info); deterministic in (seed, index)."""
-    seeds = [_read_seed(s) for s in config.seeds]
+    seeds = [seed for path in config.seeds for seed in _read_seeds(path)]  # (label, atoms), files in order
     out = []
     for index in range(config.start_index, config.start_index + config.n_structures):
         rng = np.random.default_rng([config.seed, index])
         seed_i = index % len(seeds)
-        atoms, info = generate_structure(seeds[seed_i], rng, config.rms_range, config.strain_max)
-        info["seed_file"] = config.seeds[seed_i]
+        label, seed_atoms = seeds[seed_i]
+        atoms, info = generate_structure(seed_atoms, rng, config.rms_range, config.strain_max)
+        info["seed_file"] = label
         out.append((structure_key(config.tag, config.seed, index), index, atoms, info))
     return out
 

@@ -5,7 +5,7 @@ One round of the loop::
     etgnn explore data/seeds/alpha_quartz.extxyz data/seeds/alpha_cristobalite.extxyz --model sio2.pt \
         --directory al-1/md                      # the model's own MD: 300/600/900 K, strains -3/0/+3 %
     etgnn select al-1/md/*.traj --models c0.pt c1.pt c2.pt c3.pt --n 20 --output al-1/selected.extxyz
-    python -m ase_etgnn.dfpt generate --seeds al-1/selected/*.extxyz --n-structures 20 \
+    python -m ase_etgnn.dfpt generate --seeds al-1/selected.extxyz --n-structures 20 \
         --rms 0 0 --strain-max 0 --tag al-1 --ph  # labels each selected frame once, unperturbed
     # append the records, fine-tune the committee members, repeat with --tag al-2
 
@@ -30,9 +30,8 @@ and keeps decorrelated frames. It needs no model (the committee's node features 
 member's training) and costs one neighbour list per frame (~50 ms for 72 atoms). Frames of different
 composition are always distinct.
 
-Output: ``OUTPUT`` (one extxyz with all selected frames) and ``OUTPUT`` without its suffix as a folder with
-one file per frame (``0000.extxyz`` ...): the DFPT driver reads one structure per seed file and gives
-structure ``i`` the seed ``i % len(seeds)``, so ``--seeds FOLDER/*.extxyz --n-structures K --rms 0 0
+Output: ``OUTPUT``, one extxyz with all selected frames: the DFPT driver takes every frame of a seed file as
+a seed and gives structure ``i`` seed ``i % n_seeds``, so ``--seeds OUTPUT --n-structures K --rms 0 0
 --strain-max 0`` labels every selected frame exactly once, unchanged. Provenance in ``atoms.info``:
 ``select_source`` (trajectory file), ``select_frame`` (frame index in it), ``select_score`` (property
 scored), ``select_std`` (its score, eV/A or e or as the property), ``select_rank`` (0 = most uncertain).
@@ -205,16 +204,12 @@ def select_distinct(candidates: Sequence[Candidate], n: int, min_distance: float
 
 
 # ------------------------------------------------------------------------------------------ output
-def _seed_dir(output: Path) -> Path:
-    return output.with_suffix("")
-
-
 def write_selection(selected: Sequence[Candidate], output, score: str = "forces",
-                    overwrite: bool = False) -> Tuple[Path, List[Path]]:
-    """Write ``output`` (all frames, extxyz) and one ``NNNN.extxyz`` per frame in ``output`` without its suffix.
+                    overwrite: bool = False) -> Path:
+    """Write ``output`` (all frames, extxyz; the DFPT driver's seed file).
 
     The frames are written bare (symbols, positions, cell, pbc; no velocities, no calculator results) with
-    their provenance in ``atoms.info`` (module docstring). Returns (output, seed files).
+    their provenance in ``atoms.info`` (module docstring). Returns ``output``.
     """
     from ase.io import write
 
@@ -223,10 +218,8 @@ def write_selection(selected: Sequence[Candidate], output, score: str = "forces"
         raise ValueError("no frames to write")
     if output.suffix != ".extxyz":
         raise ValueError(f"selection output must end in .extxyz, got {str(output)!r}")
-    folder = _seed_dir(output)
-    old = sorted(folder.glob("[0-9][0-9][0-9][0-9].extxyz")) if folder.is_dir() else []
-    if (output.exists() or old) and not overwrite:
-        raise FileExistsError(f"{output} or {folder}/NNNN.extxyz exist; choose another output or overwrite")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; choose another output or overwrite")
     images = []
     for rank, c in enumerate(selected):
         a = Atoms(c.atoms.numbers, positions=c.atoms.positions, cell=c.atoms.cell, pbc=c.atoms.pbc)
@@ -234,16 +227,8 @@ def write_selection(selected: Sequence[Candidate], output, score: str = "forces"
                       select_std=float(c.std), select_rank=rank)
         images.append(a)
     output.parent.mkdir(parents=True, exist_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in old:
-        p.unlink()
     atomic_write(output, lambda tmp: write(tmp, images, format="extxyz"))
-    seeds = []
-    for rank, a in enumerate(images):
-        p = folder / f"{rank:04d}.extxyz"
-        atomic_write(p, lambda tmp, a=a: write(tmp, a, format="extxyz"))
-        seeds.append(p)
-    return output, seeds
+    return output
 
 
 def select_frames(trajectories: Sequence[str], calc, config: SelectionConfig,
@@ -323,13 +308,13 @@ def _cmd_select(args: argparse.Namespace) -> int:
         print(f"no frame qualifies (max {config.score} std >= {config.min_std} {unit}, distinct from "
               f"{len(exclude)} excluded structures): nothing written")
         return 1
-    output, seeds = write_selection(selected, args.output, config.score, overwrite=args.force)
+    output = write_selection(selected, args.output, config.score, overwrite=args.force)
     print(f"{output}: {len(selected)} frames (score: max {config.score} std {unit}; min distance "
           f"{config.min_distance} A; {len(exclude)} structures excluded)")
     for rank, c in enumerate(selected):
         print(f"  {rank:4d}  {c.std:10.4f}  {c.source}@{c.frame}")
     print("label them (each once, unperturbed):\n  python -m ase_etgnn.dfpt generate --seeds "
-          f"{_seed_dir(output)}/*.extxyz --n-structures {len(selected)} --rms 0 0 --strain-max 0 --tag TAG --ph")
+          f"{output} --n-structures {len(selected)} --rms 0 0 --strain-max 0 --tag TAG --ph")
     return 0
 
 
@@ -356,8 +341,8 @@ by the committee spread, take them greedily in decreasing score, skip frames clo
   etgnn select al-1/md/*.traj --models c0.pt c1.pt c2.pt c3.pt --n 20 --output al-1/selected.extxyz \\
       --exclude data/sio2_dfpt.h5
 
-Writes OUTPUT and OUTPUT-without-suffix/NNNN.extxyz (one frame per file) for
-  python -m ase_etgnn.dfpt generate --seeds al-1/selected/*.extxyz --n-structures 20 \\
+Writes OUTPUT (extxyz, every selected frame) for
+  python -m ase_etgnn.dfpt generate --seeds al-1/selected.extxyz --n-structures 20 \\
       --rms 0 0 --strain-max 0 --tag al-1 --ph
 """
 
@@ -379,7 +364,7 @@ def _add_select_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="+", metavar="FILE",
                    help="structures already labelled (extxyz/traj/... or an HDF5 data set): select away from them")
     p.add_argument("--output", default="selected.extxyz", help="extxyz to write (default selected.extxyz)")
-    p.add_argument("--force", action="store_true", help="overwrite OUTPUT and its per-frame folder")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.set_defaults(func=_cmd_select)

@@ -191,7 +191,7 @@ def test_generation_deterministic_and_in_range(tmp_path):
     # a different start index regenerates the same structure for the same index
     c = dfpt.generate_structures(dataclass_replace(cfg, start_index=5, n_structures=2))
     assert [k for k, *_ in a] == [f"q-7-{i}" for i in range(12)]
-    ref = dfpt._read_seed(seed)
+    ((_, ref),) = dfpt._read_seeds(seed)
     for (k1, i1, at1, inf1), (k2, i2, at2, inf2) in zip(a, b):
         assert k1 == k2 and i1 == i2
         np.testing.assert_array_equal(at1.get_positions(), at2.get_positions())
@@ -364,3 +364,19 @@ def test_default_mpirun_does_not_pin_single_process_jobs_to_one_core(tmp_path):
     allowed = out.read_text().split(":")[1].strip()
     cpus = sorted(os.sched_getaffinity(0))
     assert allowed == f"{cpus[0]}-{cpus[-1]}" or allowed == ",".join(map(str, cpus)), allowed
+
+
+def test_every_frame_of_a_multi_frame_seed_file_is_a_seed(tmp_path):
+    """A file of K frames (e.g. from ``etgnn select``) gives K seeds in order, each labelled once and unchanged
+    with rms 0 / strain 0 (before: only the last frame was read, K times)."""
+    from ase.build import bulk
+
+    frames = [bulk("Si", "diamond", a=5.43 + 0.01 * k, cubic=True) for k in range(3)]
+    path = tmp_path / "frames.extxyz"
+    write(path, frames)
+    cfg = dfpt.GenerationConfig(seeds=(str(path),), n_structures=3, rms_range=(0, 0), strain_max=0, seed=1, tag="al")
+    out = dfpt.generate_structures(cfg)
+    assert [info["seed_file"] for *_, info in out] == [f"{path}@{k}" for k in range(3)]
+    for (_, _, atoms, _), ref in zip(out, read(path, index=":")):
+        np.testing.assert_array_equal(atoms.get_positions(), ref.get_positions())
+        np.testing.assert_array_equal(atoms.get_cell(), ref.get_cell())

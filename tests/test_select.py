@@ -90,9 +90,9 @@ def test_selection_is_labelled_once_and_unchanged_by_the_dfpt_driver(tmp_path, f
     picked = [Candidate(f"md{k}.traj", 10 * k, a, 1.0 - 0.1 * k) for k, a in enumerate(frames[:4])]
     for a in frames[:4]:
         a.info["junk"] = 1  # frames' own info and arrays do not travel
-    output, seeds = write_selection(picked, tmp_path / "al" / "selected.extxyz", "forces")
+    output = write_selection(picked, tmp_path / "al" / "selected.extxyz", "forces")
     back = read(output, index=":")
-    assert len(back) == 4 and [s.name for s in seeds] == ["0000.extxyz", "0001.extxyz", "0002.extxyz", "0003.extxyz"]
+    assert len(back) == 4
     for k, (a, b) in enumerate(zip(frames, back)):
         assert np.allclose(a.positions, b.positions, atol=1e-7) and np.allclose(a.cell, b.cell)
         assert b.info["select_source"] == f"md{k}.traj" and b.info["select_frame"] == 10 * k
@@ -101,13 +101,12 @@ def test_selection_is_labelled_once_and_unchanged_by_the_dfpt_driver(tmp_path, f
         assert b.calc is None or not b.calc.results
     with pytest.raises(FileExistsError):
         write_selection(picked, output, "forces")
-    # the command printed by `etgnn select`: structure i gets seeds[i % K] with no strain and no displacement
-    config = GenerationConfig(seeds=tuple(str(s) for s in seeds), n_structures=len(seeds), rms_range=(0.0, 0.0),
+    # the command printed by `etgnn select`: structure i gets frame i % K with no strain and no displacement
+    config = GenerationConfig(seeds=(str(output),), n_structures=len(back), rms_range=(0.0, 0.0),
                               strain_max=0.0, tag="al-1")
     generated = generate_structures(config)
-    assert [info["seed_file"] for _, _, _, info in generated] == [str(s) for s in seeds]
-    for (key, index, atoms, info), seed, frame in zip(generated, seeds, frames):
-        ref = read(seed)
+    assert [info["seed_file"] for _, _, _, info in generated] == [f"{output}@{k}" for k in range(len(back))]
+    for (key, index, atoms, info), ref, frame in zip(generated, back, frames):
         assert np.allclose(atoms.positions, frame.positions, atol=1e-7)  # the selected frame, not another one
         assert key == f"al-1-0-{index}"
         assert np.array_equal(atoms.positions, ref.positions) and np.array_equal(atoms.cell.array, ref.cell.array)
@@ -132,7 +131,7 @@ def test_cli_select_and_explore(tmp_path, capsys, frames):
     printed = capsys.readouterr().out
     sel = read(out, index=":")
     assert len(sel) == 5  # 8 frames: 2 repeats and 1 labelled structure left out
-    assert f"--seeds {tmp_path / 'sel'}/*.extxyz --n-structures 5 --rms 0 0 --strain-max 0" in printed
+    assert f"--seeds {out} --n-structures 5 --rms 0 0 --strain-max 0" in printed
     none = tmp_path / "none.extxyz"
     assert main(["select", str(traj), "--models", *models, "--n", "3", "--output", str(none), "--device", "cpu",
                  "--min-std", "1e9"]) == 1  # converged: no frame this uncertain
