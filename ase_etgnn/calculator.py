@@ -364,6 +364,8 @@ class ETGNNCalculator(Calculator):
         for name, value in out.items():
             v = value.detach().cpu().numpy().astype(np.float64)
             results[name] = v if output_spec(name).per_atom else v[0]  # one structure in the batch
+        for name in self._net_force_free(results):
+            results[name] -= results[name].mean(axis=0)  # [N, 3]: float32 round-off of sum_a F_a = 0, in float64
         if self.symmetrize:
             sym = self._get_symmetry(atoms)
             results = sym.symmetrize(results, asr=self.model.config.bec_asr)
@@ -375,6 +377,14 @@ class ETGNNCalculator(Calculator):
         if "stress" in results:
             results["stress"] = full_3x3_to_voigt_6_stress(results["stress"])  # xx yy zz yz xz xy
         self.results.update(results)
+
+    def _net_force_free(self, results: dict) -> list:
+        """Force results whose sum over atoms is zero by construction: -dE/dr (translation invariance of E), and
+        direct forces of a model with ``zero_net_force``. The calculator removes the float32 round-off of that
+        sum in float64, so that MD conserves total momentum over long runs."""
+        direct_exact = self.model.config.zero_net_force and self.forces_mode == "direct"
+        return [n for n in ("forces", FORCES_CONSERVATIVE)
+                if n in results and (n == FORCES_CONSERVATIVE or direct_exact or self.forces_mode == "conservative")]
 
     def _run(self, atoms, heads: list, autograd: bool) -> dict:
         """Torch outputs of ``heads`` for ``atoms``, reusing the trunk state of this geometry when there is one.

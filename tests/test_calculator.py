@@ -302,6 +302,22 @@ def test_nve_momentum_conserved_with_zero_net_force(quartz_perturbed):
     assert np.abs(plain.get_momenta().sum(0) - p0).max() > 1e-8  # the option is what conserves it
 
 
+def test_float32_forces_sum_to_zero_in_float64(quartz_perturbed):
+    """Forces whose sum is zero by construction (-dE/dr; direct forces with zero_net_force) carry no float32
+    round-off in their sum (MD momentum drift); direct forces of a model without the option are left as they are."""
+    atoms = quartz_perturbed.repeat((2, 2, 2))
+    model = small_model(zero_net_force=True, dtype=torch.float32)
+    calc = ETGNNCalculator(model, dtype="float32")
+    f = calc.get_forces(atoms)
+    fc = calc.get_property("forces_conservative", atoms)
+    assert np.abs(f).max() > 1e-3 and np.abs(fc).max() > 1e-3
+    assert np.abs(f.sum(0)).max() < 1e-12 and np.abs(fc.sum(0)).max() < 1e-12
+    cons = ETGNNCalculator(model, dtype="float32", forces="conservative")
+    assert np.abs(cons.get_forces(atoms).sum(0)).max() < 1e-12
+    free = ETGNNCalculator(small_model(dtype=torch.float32), dtype="float32")
+    assert np.abs(free.get_forces(atoms).sum(0)).max() > 1e-6  # no zero_net_force: nothing to remove
+
+
 def test_traj_keeps_bec_and_dielectric(tmp_path, quartz_perturbed, calc64):
     atoms = quartz_perturbed.copy()
     atoms.calc = calc64
