@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/md_dynamics.py [--model sio2.pt] [--sizes 72 576] [--repeats 7]
         [--drift-ps 2.0] [--n-inner 4] [--mace] [--skip-timing] [--skip-memory] [--skip-drift]
+        [--drift-modes direct conservative mts]
 
 Modes (one ETGNNCalculator each, same model, float32, one thread, ``symmetrize=False`` as for MD snapshots):
   all-heads     forces, energy, BEC and eps_inf at every step (what every step paid before tensors on demand)
@@ -178,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--drift-ps", type=float, default=2.0)
     ap.add_argument("--mace", action="store_true", help="include MACE (pip install mace-torch)")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--drift-modes", nargs="+", choices=("direct", "conservative", "mts"),
+                    default=["direct", "conservative", "mts"], help="NVE runs to do (default all three)")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--memory-sizes", type=int, nargs="+", default=[72, 576, 1944])
@@ -218,7 +221,7 @@ def main(argv=None):
         report["MB_per_atom"] = slope
     if not args.skip_drift:
         print(f"\nNVE, 72-atom alpha-quartz from 300 K, 0.5 fs, {args.drift_ps} ps each:")
-        for m in ("direct", "conservative", "mts"):
+        for m in args.drift_modes:
             d = nve_drift(m, args.model, args.drift_ps, args.n_inner)
             report[f"nve_{m}"] = d
             print(f"  {m:<13} drift {d['drift_meV_per_atom_ps']:+8.3f} meV/atom/ps, max |E - E0| "
