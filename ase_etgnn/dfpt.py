@@ -378,7 +378,8 @@ def _run_one(config: GenerationConfig, key: str, index: int, atoms: Atoms, info:
         "qe_version": pw["qe_version"],
         "programs": ["pw.x", "ph.x"] if config.run_ph else ["pw.x"],
         "functional": "LDA (PZ)",
-        "pseudopotentials": {name: {"md5": pseudo_md5.get(name)} for name in qe.PSEUDOPOTENTIALS.values()},
+        "pseudopotentials": {qe.PSEUDOPOTENTIALS[s]: {"md5": pseudo_md5.get(qe.PSEUDOPOTENTIALS[s])}
+                             for s in sorted(set(atoms.get_chemical_symbols()))},
         "pseudo_md5_from_output": pw["pseudo_md5"],
         "ecutwfc_Ry": qe.PROTOCOL_PW["ecutwfc"],
         "ecutrho_Ry": qe.PROTOCOL_PW["ecutrho"],

@@ -55,13 +55,14 @@ PROTOCOL_PW: Mapping[str, object] = {
 }
 #: ph.x settings of the protocol.
 PROTOCOL_PH: Mapping[str, object] = {"tr2_ph": "1e-12", "trans": False, "epsil": True, "zeu": True}
-PSEUDOPOTENTIALS: Mapping[str, str] = {"Si": "Si.pz-vbc.UPF", "O": "O.pz-rrkjus.UPF"}
+PSEUDOPOTENTIALS: Mapping[str, str] = {"Si": "Si.pz-vbc.UPF", "O": "O.pz-rrkjus.UPF", "Al": "Al.pz-vbc.UPF"}
 PSEUDO_MD5: Mapping[str, str] = {
     "Si.pz-vbc.UPF": "a974d1b8727157e37210f3f86afb6210",
     "O.pz-rrkjus.UPF": "c5abe3fd05217cb51bb0c605dcba6842",
+    "Al.pz-vbc.UPF": "69dcd8cd7cc1bedf536afd524f174f6a",
 }
 #: masses (amu) written in ATOMIC_SPECIES, as in the worked example (irrelevant for trans=.false.).
-MASSES: Mapping[str, float] = {"Si": 28.086, "O": 15.999}
+MASSES: Mapping[str, float] = {"Si": 28.086, "O": 15.999, "Al": 26.982}
 
 PathLike = Union[str, os.PathLike]
 _FLOAT = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eEdD][-+]?\d+)?"

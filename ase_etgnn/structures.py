@@ -50,11 +50,13 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+import spglib
 from ase import Atoms
 from ase.io import write
 from ase.spacegroup import crystal
 
 __all__ = [
+    "corundum",
     "alpha_quartz",
     "alpha_cristobalite",
     "write_seed_structures",
@@ -96,12 +98,26 @@ def alpha_cristobalite() -> Atoms:
     return atoms
 
 
+def corundum() -> Atoms:
+    """Corundum alpha-Al2O3 (10-atom rhombohedral primitive cell), R-3c (No. 167), room temperature.
+
+    Hexagonal setting a = 4.7589 A, c = 12.991 A; Al 12c (0, 0, 0.35216), O 18e (0.30624, 0, 1/4)
+    (Lewis, Schwarzenbach & Flack, Acta Cryst. A38, 733 (1982); Al-O 1.855 and 1.972 A).
+    """
+    hexagonal = crystal(["Al", "O"], basis=[(0.0, 0.0, 0.35216), (0.30624, 0.0, 0.25)], spacegroup=167,
+                        cellpar=[4.7589, 4.7589, 12.991, 90, 90, 120])  # 30 atoms
+    cell = (np.asarray(hexagonal.cell), hexagonal.get_scaled_positions(), hexagonal.numbers)
+    lattice, frac, numbers = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=1e-5)
+    return Atoms(numbers=numbers, scaled_positions=frac, cell=lattice, pbc=True)  # [10 atoms]
+
+
 def write_seed_structures(directory: str | os.PathLike = "data/seeds") -> List[Path]:
-    """Write ``alpha_quartz.extxyz`` and ``alpha_cristobalite.extxyz`` to ``directory``."""
+    """Write ``alpha_quartz.extxyz``, ``alpha_cristobalite.extxyz`` and ``corundum.extxyz`` to ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, atoms in (("alpha_quartz", alpha_quartz()), ("alpha_cristobalite", alpha_cristobalite())):
+    for name, atoms in (("alpha_quartz", alpha_quartz()), ("alpha_cristobalite", alpha_cristobalite()),
+                        ("corundum", corundum())):
         p = d / f"{name}.extxyz"
         clean = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions(), cell=atoms.cell, pbc=True)
         write(str(p), clean, format="extxyz")
