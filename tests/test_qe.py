@@ -380,3 +380,18 @@ def test_every_frame_of_a_multi_frame_seed_file_is_a_seed(tmp_path):
     for (_, _, atoms, _), ref in zip(out, read(path, index=":")):
         np.testing.assert_array_equal(atoms.get_positions(), ref.get_positions())
         np.testing.assert_array_equal(atoms.get_cell(), ref.get_cell())
+
+
+def test_corundum_seed_is_the_primitive_r3c_cell():
+    import spglib
+
+    a = structures.corundum()
+    assert a.get_chemical_formula() == "Al4O6" and all(a.pbc)
+    ds = spglib.get_symmetry_dataset((a.cell[:], a.get_scaled_positions(), a.numbers), symprec=1e-5)
+    assert ds.number == 167
+    al = np.array(a.get_chemical_symbols()) == "Al"
+    d = a.get_all_distances(mic=True)[np.ix_(al, ~al)]  # [4, 6] Al-O
+    nearest = np.sort(d, axis=1)[:, :6]  # each Al: 3 O at 1.855 A and 3 at 1.972 A
+    np.testing.assert_allclose(nearest[:, :3], 1.855, atol=2e-3)
+    np.testing.assert_allclose(nearest[:, 3:], 1.972, atol=2e-3)
+    assert qe.kpoint_grid(a) == (3, 3, 3)  # the protocol's k-point rule
