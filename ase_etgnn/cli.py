@@ -91,7 +91,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .data import dataset_summary
+    from .records import dataset_summary
 
     s = dataset_summary(args.data)
     if args.json:
@@ -117,7 +117,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
-    from .data import iter_records
+    from .records import iter_records
     from .train.splits import extend_split, load_split
 
     if os.path.exists(args.output) and not args.force:

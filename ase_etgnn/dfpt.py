@@ -10,7 +10,7 @@ Each structure ``index`` is generated deterministically from ``numpy.random.defa
 (seed structure ``index % n_seeds`` over every frame of the seed files, a random symmetric strain, then random displacements with a
 drawn rms), so a rerun regenerates exactly the same list. Its record key is ``f"{tag}-{seed}-{index}"``.
 
-Resume and concurrency: keys already in the data set (``ase_etgnn.data.record_keys``) are skipped; every
+Resume and concurrency: keys already in the data set (``ase_etgnn.records.record_keys``) are skipped; every
 structure is computed in ``workdir/<key>/`` guarded by ``workdir/<key>/.lock`` (created with ``O_EXCL``;
 a lock whose process is dead on this host is taken over), so two single-process jobs can share one data
 set. Every finished record is also appended to ``workdir/records.jsonl`` before it goes to HDF5; records
@@ -46,7 +46,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
-from . import data, qe
+from . import qe, records
 from .qe_runner import Interrupted, QERunner, Runner, interrupt_on_signals, orphaned_session
 from .structures import write_seed_structures
 
@@ -79,7 +79,7 @@ class GenerationConfig:
         run_ph: run ph.x (eps_inf + Born charges) after pw.x.
         nprocs: MPI processes per QE run.
         workdir: scratch/log folder (one sub-folder per key).
-        output: HDF5 data set (``ase_etgnn.data``).
+        output: HDF5 data set (``ase_etgnn.records``).
         start_index: first index.
         retry_failed: retry keys that have a folder in ``workdir/failed``.
         pseudo_dir: pseudopotential folder.
@@ -206,7 +206,7 @@ class _Store:
         return recs
 
     def hdf5_keys(self) -> Set[str]:
-        return set(data.record_keys(str(self.output)))
+        return set(records.record_keys(str(self.output)))
 
     def done_keys(self) -> Set[str]:
         keys = {r["key"] for r in self._jsonl_records()}
@@ -246,7 +246,7 @@ class _Store:
                 items.append((atoms, targets, r["provenance"], r["key"]))
                 present.add(r["key"])
             if items:
-                data.append_records(str(self.output), items, on_duplicate="skip")
+                records.append_records(str(self.output), items, on_duplicate="skip")
             return True
         except Exception as err:  # noqa: BLE001 - keep the job alive; records stay in the JSONL queue
             print(f"[dfpt] warning: could not write to {self.output} ({type(err).__name__}: {err}); "

@@ -35,7 +35,8 @@ import spglib
 import torch
 
 from .conventions import crystal_system_from_number
-from .data import RecordReader, collate_batch, dataset_item
+from .dataset import collate_batch, dataset_item
+from .records import RecordReader
 from .graph import atoms_to_graph
 from .properties import PROPERTIES, get_property_spec
 from .symmetry import success_rates

@@ -1,4 +1,4 @@
-"""Import DFT results into the HDF5 dataset format of :mod:`ase_etgnn.data`.
+"""Import DFT results into the HDF5 dataset format of :mod:`ase_etgnn.records`.
 
 Supported inputs (``etgnn dataset import FILES_OR_DIRS... -o data.h5``):
 
@@ -349,7 +349,7 @@ def iter_import(paths: Sequence[str], key_prefix: str = "") -> Iterator[Imported
 
 def _iter_h5(path: str) -> Iterator[ImportedRecord]:
     """Records of an ase_etgnn HDF5 data set, provenance kept (with the file and original key)."""
-    from .data import iter_records
+    from .records import iter_records
 
     for atoms, targets, prov in iter_records(path):
         prov = dict(prov)
@@ -361,7 +361,7 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
                  chunk_size: int = 256, require_targets: bool = True) -> ImportReport:
     """Import ``paths`` into the dataset ``output`` (created or appended), ``chunk_size`` records per
     atomic transaction.  Structures without any target are skipped when ``require_targets``."""
-    from .data import append_records, content_key, iter_records
+    from .records import append_records, content_key, iter_records
 
     if on_duplicate not in ("error", "skip"):
         raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")

@@ -281,13 +281,13 @@ def explore(atoms: Atoms, calc, directory, temperatures: Sequence[float] = (300.
 
 # ------------------------------------------------------------------------------------------ CLI
 def _read_structures(paths: Sequence[str]) -> List[Atoms]:
-    """Structures of ASE-readable files (all frames) and HDF5 data sets (``ase_etgnn.data``)."""
+    """Structures of ASE-readable files (all frames) and HDF5 data sets (``ase_etgnn.records``)."""
     from ase.io import read
 
     out: List[Atoms] = []
     for p in paths:
         if str(p).endswith((".h5", ".hdf5")):
-            from .data import iter_records
+            from .records import iter_records
 
             out += [atoms for atoms, _, _ in iter_records(p, properties=())]
         else:

@@ -96,7 +96,7 @@ def collect(calc, structures: Iterable[Sequence[Any]],
             properties: Sequence[str] = ("forces", "born_effective_charges", "dielectric_tensor")
             ) -> Dict[str, UncertaintyData]:
     """Committee std and error of ``properties`` over ``structures``: ``(atoms, targets, ...)`` items, e.g.
-    from ``ase_etgnn.data.iter_records``; a property missing from a structure's targets is skipped there."""
+    from ``ase_etgnn.records.iter_records``; a property missing from a structure's targets is skipped there."""
     bad = [p for p in properties if p not in UNCERTAINTY_PROPERTIES]
     if bad:
         raise ValueError(f"uncertainty of {bad} cannot be compared with labels; choose from {UNCERTAINTY_PROPERTIES}")
@@ -245,7 +245,7 @@ def plot_calibration(curves: Sequence[CalibrationCurve], path, spearmans: Option
 # ------------------------------------------------------------------------------------------------ CLI
 def _cmd_uncertainty(args: argparse.Namespace) -> int:
     from .committee import committee_from_files
-    from .data import iter_records
+    from .records import iter_records
 
     indices = indices_from_spec(args.split, args.data)
     keep = None if indices is None else set(indices)

@@ -1,4 +1,4 @@
-"""Time of one ``append_records`` call (one record) on a copy of a data set: this checkout's data.py (B)
+"""Time of one ``append_records`` call (one record) on a copy of a data set: this checkout's records.py (B)
 against another revision's (A, default the commit before the in-memory append), interleaved and repeated.
 
     OMP_NUM_THREADS=1 python benchmarks/append_timing.py data/sio2_dfpt.h5 --rev 242e0b0 --repeat 15
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,11 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_revision(rev: str, where: Path):
-    """ase_etgnn.data of ``rev`` imported as a separate module (package-relative imports from this checkout)."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:ase_etgnn/data.py"], check=True,
-                         capture_output=True, text=True).stdout
+    """The record store of ``rev`` (``ase_etgnn/records.py``, ``ase_etgnn/data.py`` before the split) imported
+    as a separate module (package-relative imports from this checkout)."""
+    for name in ("records.py", "data.py"):
+        run = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:ase_etgnn/{name}"], capture_output=True,
+                             text=True)
+        if run.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"revision {rev} has neither ase_etgnn/records.py nor ase_etgnn/data.py")
     path = where / "data_a.py"
-    path.write_text(src.replace("from .properties import", "from ase_etgnn.properties import"))
+    path.write_text(re.sub(r"^from \.(\w+) import", r"from ase_etgnn.\1 import", run.stdout, flags=re.M))
     spec = importlib.util.spec_from_file_location("data_a", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["data_a"] = mod  # dataclasses look their module up there
@@ -45,7 +52,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from ase import Atoms
 
-    from ase_etgnn import data as data_b
+    from ase_etgnn import records as data_b
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -17,7 +17,7 @@ from typing import Dict, List
 import numpy as np
 
 from ase_etgnn import load_model
-from ase_etgnn.data import iter_records
+from ase_etgnn.records import iter_records
 from ase_etgnn.evaluate import predict_dataset, property_metrics
 
 COLUMNS = (("born_effective_charges", "mae", 1.0, "BEC e"), ("dielectric_tensor", "mae", 1.0, "eps"),

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 from ase_etgnn import ETGNNCalculator
-from ase_etgnn.data import iter_records
+from ase_etgnn.records import iter_records
 from ase_etgnn.evaluate import property_metrics
 
 PROPS = ("forces", "born_effective_charges", "dielectric_tensor")

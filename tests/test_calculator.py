@@ -152,7 +152,7 @@ def test_cuda_on_a_machine_without_it_is_a_clear_error(model64):
 
 def test_total_energy_is_summed_in_float64():
     """A 0.5 meV change of one atom's energy in a 20,000-atom float32 total is not lost to rounding."""
-    from ase_etgnn.model import total_energy
+    from ase_etgnn.layers import total_energy
 
     n = 20000
     atomic = torch.full((n,), -0.3, dtype=torch.float32)

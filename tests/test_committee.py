@@ -196,7 +196,7 @@ def test_collect_two_members_labelled_by_one_gives_error_std_over_sqrt2(pair):
 def test_cli_uncertainty_on_a_split_writes_json_and_a_calibration_plot(tmp_path, pair, capsys):
     import json
 
-    from ase_etgnn.data import append_records
+    from ase_etgnn.records import append_records
     from ase_etgnn.uncertainty import main
 
     data = tmp_path / "d.h5"

@@ -12,9 +12,10 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_etgnn import data as D
-from ase_etgnn.data import (DatasetFormatError, ETGNNDataset, RecordReader, append_record, append_records,
-                            collate_batch, count_records, dataset_summary, read_record, record_keys)
+from ase_etgnn import records as D
+from ase_etgnn.dataset import ETGNNDataset, collate_batch
+from ase_etgnn.records import (DatasetFormatError, RecordReader, append_record, append_records, count_records,
+                               dataset_summary, read_record, record_keys)
 
 DATA = Path(__file__).parent / "data"
 QE_DIR = DATA / "qe_sio2_example"
@@ -437,7 +438,7 @@ def test_merge_h5_skips_records_already_present_under_any_key(tmp_path):
     """Issue 5: records from ../shared/data are merged without duplicates."""
     from ase.build import bulk
 
-    from ase_etgnn.data import append_record, count_records, iter_records
+    from ase_etgnn.records import append_record, count_records, iter_records
     from ase_etgnn.importers import import_files
 
     def rec(shift):

@@ -14,9 +14,9 @@ import pytest
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_etgnn import data as D
+from ase_etgnn import records as D
 from ase_etgnn.cli import main
-from ase_etgnn.data import DatasetFormatError, append_records, count_records, dataset_summary, read_record, record_keys
+from ase_etgnn.records import DatasetFormatError, append_records, count_records, dataset_summary, read_record, record_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ _FILL = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 from ase import Atoms
-from ase_etgnn.data import append_records
+from ase_etgnn.records import append_records
 rng = np.random.default_rng(int(sys.argv[3]))
 items = [(Atoms("Si200", positions=rng.random((200, 3)) * 10, cell=np.eye(3) * 10, pbc=True),
           {{"forces": rng.normal(size=(200, 3))}}, {{}}, None) for _ in range(int(sys.argv[2]))]

@@ -120,7 +120,7 @@ def test_rerun_with_failures_left_exits_non_zero(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "ex-1-0, ex-1-1" in err and "--retry-failed" in err
     assert dfpt.main(_args(tmp_path, 2, "--retry-failed")) == 0
-    from ase_etgnn.data import record_keys
+    from ase_etgnn.records import record_keys
 
     assert record_keys(tmp_path / "d.h5") == {"ex-1-0", "ex-1-1"}
 

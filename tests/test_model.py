@@ -6,7 +6,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk, graphene, molecule
 
-from ase_etgnn.model import eq2_edge_expansion, eq6_triplet_expansion
+from ase_etgnn.layers import eq2_edge_expansion, eq6_triplet_expansion
 
 from conftest import ALL_HEADS, predict, small_model
 

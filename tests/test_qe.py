@@ -254,19 +254,19 @@ def _example_cfg(tmp_path, **kw):
 
 
 def test_resume_skips_done_and_keeps_failed_logs(tmp_path):
-    from ase_etgnn import data
+    from ase_etgnn import records
     cfg = _example_cfg(tmp_path)
     fake = FakeQE(fail_keys={"ex-1-1"})
     s = dfpt.run_generation(cfg, runner=fake, log=lambda m: None, check_pseudos=False)
     assert s.done == ["ex-1-0", "ex-1-2"] and list(s.failed) == ["ex-1-1"]
     assert "convergence NOT achieved" in s.failed["ex-1-1"]
-    assert data.record_keys(cfg.output) == {"ex-1-0", "ex-1-2"}
+    assert records.record_keys(cfg.output) == {"ex-1-0", "ex-1-2"}
     failed_dirs = list((Path(cfg.workdir) / "failed").iterdir())
     assert len(failed_dirs) == 1 and (failed_dirs[0] / "scf.out").exists() and (failed_dirs[0] / "FAILED.txt").exists()
     assert not (failed_dirs[0] / ".lock").exists()
     assert not (Path(cfg.workdir) / "ex-1-0" / "tmp").exists()  # scratch removed
     assert not (Path(cfg.workdir) / "ex-1-0" / ".lock").exists()
-    atoms, t, prov = data.read_record(cfg.output, 0)
+    atoms, t, prov = records.read_record(cfg.output, 0)
     assert prov["key"] == "ex-1-0" and prov["protocol"] == qe.PROTOCOL_NAME and prov["kpoints"] == [2, 2, 2]
     assert prov["ecutwfc_Ry"] == 40 and prov["ecutrho_Ry"] == 320 and "hostname" in prov
     np.testing.assert_array_equal(t["born_effective_charges"], qe.parse_ph_output(EX / "ph.out")["born_effective_charges"])
@@ -279,8 +279,8 @@ def test_resume_skips_done_and_keeps_failed_logs(tmp_path):
     s3 = dfpt.run_generation(dataclass_replace(cfg, retry_failed=True), runner=fake2, log=lambda m: None,
                              check_pseudos=False)
     assert s3.done == ["ex-1-1"] and fake2.calls == [("pw.x", "ex-1-1"), ("ph.x", "ex-1-1")]
-    assert data.record_keys(cfg.output) == {"ex-1-0", "ex-1-1", "ex-1-2"}
-    assert data.count_records(cfg.output) == 3  # never duplicated
+    assert records.record_keys(cfg.output) == {"ex-1-0", "ex-1-1", "ex-1-2"}
+    assert records.count_records(cfg.output) == 3  # never duplicated
 
 
 def test_lock_held_by_live_job_is_respected(tmp_path):
@@ -299,19 +299,19 @@ def test_lock_held_by_live_job_is_respected(tmp_path):
 
 
 def test_hdf5_failure_keeps_records_in_jsonl_queue(tmp_path, monkeypatch):
-    from ase_etgnn import data
+    from ase_etgnn import records
     cfg = _example_cfg(tmp_path, n_structures=1, run_ph=False)
 
     def broken(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(data, "append_records", broken)
+    monkeypatch.setattr(records, "append_records", broken)
     s = dfpt.run_generation(cfg, runner=FakeQE(), log=lambda m: None, check_pseudos=False)
     assert s.done == ["ex-1-0"] and not Path(cfg.output).exists()
     monkeypatch.undo()
     fake = FakeQE()
     dfpt.run_generation(cfg, runner=fake, log=lambda m: None, check_pseudos=False)  # flushes the queue
-    assert fake.calls == [] and data.record_keys(cfg.output) == {"ex-1-0"}
+    assert fake.calls == [] and records.record_keys(cfg.output) == {"ex-1-0"}
 
 
 def test_cli_registration(tmp_path):

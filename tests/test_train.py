@@ -12,7 +12,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from ase_etgnn.data import append_records
+from ase_etgnn.records import append_records
 from ase_etgnn.train import (TrainConfig, compute_normalization, euclidean_loss, load_train_config,
                              parse_overrides, train)
 
@@ -96,7 +96,7 @@ def test_shipped_sio2_recipes_match_the_model_file_and_keep_test_records_unseen(
     the data set, stage 2's split keeps every stage-1 record where it was, and the shipped model's metadata
     holds stage 2's settings."""
     from ase_etgnn import load_model
-    from ase_etgnn.data import count_records
+    from ase_etgnn.records import count_records
     from ase_etgnn.train import load_split
 
     s1 = load_train_config(str(ROOT / "models" / "sio2_train.toml"))
@@ -198,7 +198,7 @@ def test_provenance_fresh_init_from_and_resume(teacher_data, tmp_path):
     split), init_from (the file's weights, heads and normalisation) and resume (the checkpoint's weights and
     split, the normalisation the run started with)."""
     from ase_etgnn import build_model, load_model
-    from ase_etgnn.data import RecordReader, read_record
+    from ase_etgnn.records import RecordReader, read_record
     from ase_etgnn.train.provenance import read_checkpoint, resolve_provenance
 
     cpu = torch.device("cpu")

@@ -11,7 +11,7 @@ import pytest
 from ase import Atoms
 
 from ase_etgnn.cli import main
-from ase_etgnn.data import append_records
+from ase_etgnn.records import append_records
 from ase_etgnn.train import TrainConfig, check_split_fits, train
 
 TINY = dict(cutoff=4.0, triplet_cutoff=3.0, hidden=8, triplet_hidden=8, n_blocks=1, int_emb=4, basis_emb=4,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ase_etgnn.data import append_records
+from ase_etgnn.records import append_records
 from ase_etgnn.train import TrainConfig, train
 
 from test_train import TINY, _structures
@@ -45,7 +45,7 @@ def test_joint_mode_trains_both_force_paths_against_the_force_labels(conservativ
     import json
 
     from ase_etgnn import load_model
-    from ase_etgnn.data import ETGNNDataset
+    from ase_etgnn.dataset import ETGNNDataset
     from ase_etgnn.graph import collate_graphs
 
     model = load_model(res.best_path, dtype=torch.float64)

@@ -25,7 +25,7 @@ import torch
 from ase.data import chemical_symbols
 
 from .. import build_model, load_model
-from ..data import RecordReader
+from ..records import RecordReader
 from ..properties import TENSOR_HEADS
 from .config import TrainConfig, resume_changes
 from .normalization import compute_normalization

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..data import count_records
+from ..records import count_records
 
 __all__ = ["SUBSETS", "valid_fractions", "split_indices", "extend_split", "read_split", "check_split_fits",
            "load_split", "indices_from_spec"]

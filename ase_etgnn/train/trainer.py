@@ -23,7 +23,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .. import save_model
 from ..conventions import atomic_torch_save, resolve_device, resolve_dtype
-from ..data import ETGNNDataset, RecordReader, RecordSet, collate_batch
+from ..dataset import ETGNNDataset, collate_batch
+from ..records import RecordReader, RecordSet
 from ..properties import PROPERTIES, loss_target
 from .config import TrainConfig
 from .distributed import all_reduce_, process_group, rank_and_world, ranks_agree, wrap_ddp

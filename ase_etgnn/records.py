@@ -1,4 +1,4 @@
-"""HDF5 datasets of structures with (partial) DFT labels, and a torch ``Dataset`` over them.
+"""The on-disk record store: HDF5 data sets of structures with (partial) DFT labels.
 
 File layout (format version 1, documented in ``docs/dataset_format.md``)::
 
@@ -21,8 +21,8 @@ link stays a link.  The ``complete`` attribute is written last inside a record; 
 without it.  Memory: an append holds the whole file in memory (up to three copies, briefly).
 
 Reading: :class:`RecordReader` reads records (structure, targets, provenance) through one open handle;
-:class:`ETGNNDataset` builds graphs for training and never keeps an HDF5 handle in the parent process: it
-opens the file lazily in each process (DataLoader worker) that reads from it.
+:func:`open_read` and :func:`read_named` let a reader that opens the file itself (the graph dataset of
+``ase_etgnn.dataset``, once per DataLoader worker) read records by their group name.
 """
 from __future__ import annotations
 
@@ -35,17 +35,15 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
-import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
 from .conventions import fsync_dir
-from .graph import atoms_to_graph, collate_graphs
-from .properties import PROPERTIES, get_property_spec
+from .properties import PROPERTIES
 
 __all__ = [
     "FORMAT_NAME",
@@ -53,18 +51,17 @@ __all__ = [
     "DatasetFormatError",
     "append_record",
     "append_records",
+    "content_key",
     "record_keys",
     "read_record",
+    "read_named",
     "iter_records",
+    "open_read",
     "RecordReader",
     "RecordSet",
     "count_records",
     "dataset_summary",
     "validate_targets",
-    "ETGNNDataset",
-    "dataset_item",
-    "Batch",
-    "collate_batch",
 ]
 
 FORMAT_NAME = "ase_etgnn-dataset"
@@ -158,8 +155,9 @@ def _h5py():
     return h5py
 
 
-def _open_read(path: str):
-    """Open ``path`` read-only and check that it is an ase_etgnn dataset of a supported version."""
+def open_read(path: str):
+    """Open ``path`` read-only (an ``h5py.File``, closed by the caller) and check that it is an ase_etgnn
+    dataset of a supported version."""
     h5py = _h5py()
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -314,7 +312,7 @@ def append_records(path, items: Iterable[Tuple[Any, Mapping[str, Any], Optional[
         exists = os.path.exists(path)
         image: Optional[bytes] = None
         if exists:
-            _open_read(path).close()  # refuse to append to a corrupt / foreign file
+            open_read(path).close()  # refuse to append to a corrupt / foreign file
             with open(path, "rb") as fh:
                 image = fh.read()
         # HDF5 works on an in-memory image only: a write error (full disk) then surfaces as a plain
@@ -433,7 +431,7 @@ class RecordReader:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._file = _open_read(self.path)
+        self._file = open_read(self.path)
         self._names: Tuple[str, ...] = tuple(_complete_names(self._file))
 
     def __len__(self) -> int:
@@ -470,7 +468,7 @@ class RecordReader:
         return _record_key(g, self.path, name)
 
     def records(self, indices: Optional[Sequence[int]] = None) -> RecordSet:
-        """The records ``indices`` (default: all) as a :class:`RecordSet` for :class:`ETGNNDataset`."""
+        """The records ``indices`` (default: all) as a :class:`RecordSet` (for ``ase_etgnn.dataset.ETGNNDataset``)."""
         every = RecordSet(os.path.abspath(self.path), self._names)
         return every if indices is None else every.subset(indices)
 
@@ -543,6 +541,14 @@ def _read_group(g, path: str, name: str, properties: Optional[Sequence[str]] = N
     return atoms, targets, provenance
 
 
+
+
+def read_named(f, path: str, name: str, properties: Optional[Sequence[str]] = None
+               ) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Any]]:
+    """``(atoms, targets, provenance)`` of the record with group name ``name`` (a :class:`RecordSet` entry)
+    in ``f``, a file of ``path`` opened by :func:`open_read`; ``properties`` limits the targets read."""
+    return _read_group(f[_RECORDS][name], path, name, properties)
+
 def read_record(path, index: int) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Any]]:
     """Return ``(atoms, targets, provenance)`` of the complete record number ``index``.
 
@@ -573,7 +579,7 @@ def dataset_summary(path) -> Dict[str, Any]:
     n_atoms_total = 0
     sizes: List[int] = []
     bad: List[Dict[str, Any]] = []
-    with _open_read(path) as f:
+    with open_read(path) as f:
         grp = f[_RECORDS]
         names = _complete_names(f)
         n_incomplete = len(grp) - len(names)
@@ -611,168 +617,3 @@ def dataset_summary(path) -> Dict[str, Any]:
         "per_element_atoms": dict(sorted(per_element_atoms.items())),
         "per_element_structures": dict(sorted(per_element_structures.items())),
     }
-
-
-# ----------------------------------------------------------------------------------- torch dataset
-def dataset_item(graph, n_atoms: int, targets: Mapping[str, np.ndarray], index: int,
-                 key: Optional[str]) -> Dict[str, Any]:
-    """One structure as :func:`collate_batch` takes it: ``{"graph", "targets", "n_atoms", "index", "key"}``."""
-    return {"graph": graph, "targets": dict(targets), "n_atoms": int(n_atoms), "index": int(index), "key": key}
-
-
-class ETGNNDataset:
-    """Torch ``Dataset`` of graphs over an HDF5 file: item ``i`` is a :func:`dataset_item` dict
-    ``{"graph": atoms_to_graph(atoms), "targets": {name: float64 ndarray}, "n_atoms": int, "index": int,
-    "key": str}``; missing targets are simply absent (masked at collation).  Records without graphs:
-    :class:`RecordReader`.
-
-    The HDF5 file is opened lazily, once per process (safe with ``DataLoader(num_workers>0)``); the
-    constructor opens it only to list the records when given a path, not when given a :class:`RecordSet`.
-    The set of records is fixed at construction (records appended later are not seen).
-
-    Args:
-        source: dataset file, or a :class:`RecordSet` of it (from an open :class:`RecordReader`).
-        cutoff, triplet_cutoff: graph cutoffs (Angstrom): the model's ``config.cutoff`` and
-            ``config.effective_triplet_cutoff``.
-        properties: targets to load (default: all registry properties present).
-        indices: optional subset of record indices (e.g. a train split), positions in ``source``.
-        cache_graphs: keep built graphs in memory (per process) to avoid rebuilding every epoch.
-        graph_fn: override of ``ase_etgnn.graph.atoms_to_graph`` (testing).
-    """
-
-    def __init__(self, source, cutoff: float, triplet_cutoff: Optional[float] = None,
-                 properties: Optional[Sequence[str]] = None, indices: Optional[Sequence[int]] = None,
-                 cache_graphs: bool = True, graph_fn: Optional[Callable[..., Any]] = None):
-        if not isinstance(source, RecordSet):
-            with RecordReader(source) as reader:
-                source = reader.records()
-        if indices is not None:
-            source = source.subset(indices)
-        self.path = os.path.abspath(source.path)
-        self.cutoff = float(cutoff)
-        self.triplet_cutoff = None if triplet_cutoff is None else float(triplet_cutoff)
-        if properties is not None:
-            for p in properties:
-                get_property_spec(p)
-        self.properties = None if properties is None else tuple(properties)
-        self._names: Tuple[str, ...] = source.names
-        self.cache_graphs = bool(cache_graphs)
-        self._graph_fn = atoms_to_graph if graph_fn is None else graph_fn
-        self._file = None
-        self._pid: Optional[int] = None
-        self._cache: Dict[int, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_file"] = None
-        state["_pid"] = None
-        state["_cache"] = {}
-        return state
-
-    def _handle(self):
-        pid = os.getpid()
-        if self._file is None or self._pid != pid:
-            self._file = _open_read(self.path)
-            self._pid = pid
-        return self._file
-
-    def close(self) -> None:
-        if self._file is not None and self._pid == os.getpid():
-            with contextlib.suppress(Exception):
-                self._file.close()
-        self._file = None
-
-    def __del__(self):  # pragma: no cover - best effort
-        with contextlib.suppress(Exception):
-            self.close()
-
-    def __getitem__(self, i: int) -> Dict[str, Any]:
-        i = int(i)
-        if i < 0:
-            i += len(self)
-        name = self._names[i]
-        atoms, targets, prov = _read_group(self._handle()[_RECORDS][name], self.path, name, self.properties)
-        if self.cache_graphs and i in self._cache:
-            graph = self._cache[i]
-        else:
-            graph = self._graph_fn(atoms, cutoff=self.cutoff, triplet_cutoff=self.triplet_cutoff)
-            if self.cache_graphs:
-                self._cache[i] = graph
-        return dataset_item(graph, len(atoms), targets, i, prov.get("key"))
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A collated mini-batch.
-
-    Attributes:
-        graph: ``collate_graphs(...)`` output (model input).
-        targets: ``{name: tensor}``; per-atom properties ``[N_total, ...]`` (atoms concatenated in batch
-            order), per-structure ``[B, ...]``.  Entries where the target is missing are 0 and masked.
-        masks: ``{name: bool tensor}`` ``[N_total]`` or ``[B]``: True where the target is present.
-        n_atoms: ``[B]`` long tensor of atoms per structure.
-        indices: dataset indices of the structures.
-    """
-
-    graph: Any
-    targets: Dict[str, Any]
-    masks: Dict[str, Any]
-    n_atoms: Any
-    indices: Tuple[int, ...] = field(default_factory=tuple)
-
-    def to(self, device) -> "Batch":
-        def mv(x):
-            if isinstance(x, torch.Tensor):
-                return x.to(device)
-            if isinstance(x, dict):
-                return {k: mv(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return type(x)(mv(v) for v in x)
-            return x
-
-        return Batch(mv(self.graph), mv(self.targets), mv(self.masks), mv(self.n_atoms), self.indices)
-
-
-def collate_batch(items: Sequence[Mapping[str, Any]], dtype=None, device=None,
-                  properties: Optional[Sequence[str]] = None, collate_fn: Optional[Callable[..., Any]] = None) -> Batch:
-    """Collate :class:`ETGNNDataset` items into a :class:`Batch` (targets + masks alongside the graph).
-
-    ``properties`` fixes which target keys appear (default: union over the items); a property absent
-    from every item still gets an all-False mask so that batches have a stable structure.
-    """
-    if dtype is None:
-        dtype = torch.float32
-    if collate_fn is None:
-        collate_fn = collate_graphs
-    graph = collate_fn([it["graph"] for it in items], dtype=dtype, device=device)
-    n_atoms = [int(it["n_atoms"]) for it in items]
-    n_total = sum(n_atoms)
-    names = list(properties) if properties is not None else sorted({k for it in items for k in it["targets"]})
-    targets: Dict[str, torch.Tensor] = {}
-    masks: Dict[str, torch.Tensor] = {}
-    for name in names:
-        spec = get_property_spec(name)
-        cart = (3,) * spec.rank
-        if spec.per_atom:
-            val = np.zeros((n_total,) + cart)
-            mask = np.zeros(n_total, dtype=bool)
-            start = 0
-            for it, n in zip(items, n_atoms):
-                if name in it["targets"]:
-                    val[start:start + n] = it["targets"][name]
-                    mask[start:start + n] = True
-                start += n
-        else:
-            val = np.zeros((len(items),) + cart)
-            mask = np.zeros(len(items), dtype=bool)
-            for b, it in enumerate(items):
-                if name in it["targets"]:
-                    val[b] = it["targets"][name]
-                    mask[b] = True
-        targets[name] = torch.as_tensor(val, dtype=dtype, device=device)
-        masks[name] = torch.as_tensor(mask, device=device)
-    return Batch(graph, targets, masks, torch.as_tensor(n_atoms, dtype=torch.long, device=device),
-                 tuple(int(it.get("index", -1)) for it in items))
