@@ -29,10 +29,11 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .conventions import DTYPES, resolve_device
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
-from .model_file import load_model
 from .model import ETGNN, TrunkState
+from .model_file import load_model
 from .properties import FORCES_CONSERVATIVE, output_spec
 from .runtime import configure_allocator
+from .symmetry import CrystalSymmetry
 
 __all__ = ["ETGNNCalculator", "resolve_model_path", "shipped_models", "default_num_threads"]
 
@@ -303,8 +304,6 @@ class ETGNNCalculator(Calculator):
         return pruned
 
     def _get_symmetry(self, atoms):
-        from .symmetry import CrystalSymmetry
-
         key = (atoms.numbers.tobytes(), atoms.positions.tobytes(), atoms.cell.array.tobytes(), atoms.pbc.tobytes())
         if self._symmetry_key != key:
             self._symmetry = CrystalSymmetry.from_atoms(atoms, symprec=self.symprec)

@@ -21,17 +21,23 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from . import load_model
+from .calculator import resolve_model_path
+from .conventions import resolve_device, resolve_dtype
 from .dfpt import register_cli as register_dfpt
+from .evaluate import evaluate_model, format_metrics_line, parity_plots, write_json
+from .importers import import_files
+from .ipi import EXTRAS_PROPERTIES, run_client
+from .records import dataset_summary, iter_records
 from .select import register_cli as register_select
-from .train.splits import indices_from_spec
+from .train import load_train_config, parse_overrides, train
+from .train.splits import extend_split, indices_from_spec, load_split
 from .uncertainty import register_cli as register_uncertainty
 
 __all__ = ["main", "build_parser"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_train_config, parse_overrides, train
-
     over = parse_overrides(args.set or [])
     for key in ("data", "output_dir", "epochs", "device"):
         val = getattr(args, key, None)
@@ -43,11 +49,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import load_model
-    from .calculator import resolve_model_path
-    from .conventions import resolve_device, resolve_dtype
-    from .evaluate import evaluate_model, format_metrics_line, parity_plots, write_json
-
     dtype = None if args.dtype is None else resolve_dtype(args.dtype)
     device = resolve_device(args.device)
     model_path = resolve_model_path(args.model)  # a path, or the bare name of a shipped model
@@ -79,8 +80,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from .importers import import_files
-
     rep = import_files(args.inputs, args.output, key_prefix=args.key_prefix,
                        on_duplicate="error" if args.strict else "skip", require_targets=not args.keep_unlabelled)
     print(f"{args.output}: added {rep.n_added} structures ({rep.n_duplicates} duplicates skipped, "
@@ -91,8 +90,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .records import dataset_summary
-
     s = dataset_summary(args.data)
     if args.json:
         print(json.dumps(s, indent=2))
@@ -117,9 +114,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
-    from .records import iter_records
-    from .train.splits import extend_split, load_split
-
     if os.path.exists(args.output) and not args.force:
         raise ValueError(f"{args.output} exists; choose another name or pass --force")
     prov = [p for _, _, p in iter_records(args.data, properties=())]
@@ -170,8 +164,6 @@ property, energy per atom (meV/atom), each broken down by provenance tag and by 
 
 
 def _cmd_ipi_client(args: argparse.Namespace) -> int:
-    from .ipi import EXTRAS_PROPERTIES, run_client
-
     extras = [e.strip() for e in (args.extras or "").split(",") if e.strip()]
     bad = [e for e in extras if e not in EXTRAS_PROPERTIES]
     if bad:

@@ -34,6 +34,8 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from .conventions import VOIGT_PAIRS
 from .properties import PROPERTIES
+from .qe import read_qe_outputs
+from .records import append_records, content_key, iter_records
 
 __all__ = ["ImportedRecord", "ImportReport", "detect_format", "check_extxyz", "iter_import", "import_files",
            "targets_from_atoms", "expand_paths"]
@@ -286,8 +288,6 @@ def _iter_vasprun(path: str) -> Iterator[ImportedRecord]:
 
 
 def _iter_qe(pw_out: str, ph_out: Optional[str]) -> Iterator[ImportedRecord]:
-    from .qe import read_qe_outputs
-
     stem = os.path.splitext(pw_out)[0]
     pw_in = stem + ".in" if os.path.exists(stem + ".in") and detect_format(stem + ".in") == "qe-in" else None
     try:
@@ -349,8 +349,6 @@ def iter_import(paths: Sequence[str], key_prefix: str = "") -> Iterator[Imported
 
 def _iter_h5(path: str) -> Iterator[ImportedRecord]:
     """Records of an ase_etgnn HDF5 data set, provenance kept (with the file and original key)."""
-    from .records import iter_records
-
     for atoms, targets, prov in iter_records(path):
         prov = dict(prov)
         prov["merged_from"] = {"file": os.path.abspath(path), "key": prov.get("key")}
@@ -361,7 +359,6 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
                  chunk_size: int = 256, require_targets: bool = True) -> ImportReport:
     """Import ``paths`` into the dataset ``output`` (created or appended), ``chunk_size`` records per
     atomic transaction.  Structures without any target are skipped when ``require_targets``."""
-    from .records import append_records, content_key, iter_records
 
     if on_duplicate not in ("error", "skip"):
         raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")

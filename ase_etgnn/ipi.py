@@ -30,10 +30,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
+import ase.io
 import numpy as np
+import torch
 from ase import Atoms
 from ase.calculators.socketio import SocketClient, SocketClosed
 
+from .calculator import ETGNNCalculator
 from .properties import get_property_spec
 
 __all__ = [
@@ -229,11 +232,6 @@ def run_client(model: Union[str, Path], structure: Union[str, Path], *, unixsock
     from.  ``threads`` sets ``torch.set_num_threads`` for this process (one client per core).
     ``symmetrize`` defaults to False: MD snapshots have no symmetry, so the spglib search only costs.
     """
-    import ase.io
-    import torch
-
-    from .calculator import ETGNNCalculator
-
     if (unixsocket is None) == (port is None):
         raise ValueError("give exactly one of a unix socket name or an inet port")
     if threads < 1:

@@ -30,7 +30,9 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-if TYPE_CHECKING:  # torch is imported lazily: nothing here runs at import
+import torch
+
+if TYPE_CHECKING:
     from .graph import GraphBatch
 
 __all__ = [
@@ -187,8 +189,6 @@ def compile_trunk(model, example_batch: "GraphBatch", rtol: float = 1e-4) -> Com
     one thread, ``benchmarks/forward_speed.py --compile``): 0.96x and 1.08x the eager CPU time per step
     in two runs, so it does not pay there; it is kept as an opt-in for other hardware.
     """
-    import torch
-
     mods = _trunk_modules(model)
     with torch.no_grad():
         ref = model(example_batch)

@@ -47,7 +47,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
+from .calculator import ETGNNCalculator
+from .committee import committee_from_files
 from .conventions import atomic_write
+from .records import iter_records
 
 __all__ = [
     "SelectionConfig",
@@ -287,8 +290,6 @@ def _read_structures(paths: Sequence[str]) -> List[Atoms]:
     out: List[Atoms] = []
     for p in paths:
         if str(p).endswith((".h5", ".hdf5")):
-            from .records import iter_records
-
             out += [atoms for atoms, _, _ in iter_records(p, properties=())]
         else:
             out += read(str(p), index=":")
@@ -296,8 +297,6 @@ def _read_structures(paths: Sequence[str]) -> List[Atoms]:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .committee import committee_from_files
-
     config = SelectionConfig(n=args.n, score=args.score, min_distance=args.min_distance, min_std=args.min_std,
                              n_neighbors=args.neighbors, stride=args.stride)
     calc = committee_from_files(args.models, device=args.device, dtype=args.dtype, symmetrize=False)
@@ -321,7 +320,6 @@ def _cmd_select(args: argparse.Namespace) -> int:
 def _cmd_explore(args: argparse.Namespace) -> int:
     from ase.io import read
 
-    from .calculator import ETGNNCalculator
 
     calc = ETGNNCalculator(args.model, device=args.device, dtype=args.dtype, symmetrize=False)
     for structure in args.structures:

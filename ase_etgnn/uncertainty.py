@@ -30,8 +30,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .committee import committee_from_files
 from .conventions import atomic_write
+from .evaluate import write_json
 from .properties import PROPERTIES
+from .records import iter_records
 from .train.splits import indices_from_spec
 
 __all__ = [
@@ -244,9 +247,6 @@ def plot_calibration(curves: Sequence[CalibrationCurve], path, spearmans: Option
 
 # ------------------------------------------------------------------------------------------------ CLI
 def _cmd_uncertainty(args: argparse.Namespace) -> int:
-    from .committee import committee_from_files
-    from .records import iter_records
-
     indices = indices_from_spec(args.split, args.data)
     keep = None if indices is None else set(indices)
     calc = committee_from_files(args.models, device=args.device, dtype=args.dtype, symmetrize=False)
@@ -270,8 +270,6 @@ def _cmd_uncertainty(args: argparse.Namespace) -> int:
                 rhos.append(m["spearman"])
         result["plot"] = str(plot_calibration(curves, args.plot, rhos))
     if args.json:
-        from .evaluate import write_json
-
         write_json(result, args.json)  # NaN (e.g. no spread) as null
     return 0
 
