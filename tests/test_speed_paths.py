@@ -2,8 +2,9 @@
 
 * Eq. 14 evaluated per edge in float32 (``spherical_bessel_radial`` + ``spherical_basis_from_edges``)
   against the per-triplet float64 ``spherical_bessel_basis``;
-* the shipped model ``models/sio2.pt`` against predictions stored by the code before the speed work
-  (``tests/data/sio2_speed_reference.npz``, written by ``tests/data/make_sio2_speed_reference.py``);
+* the stage-2 SiO2 model (``tests/data/sio2_stage2.pt``, shipped until stage 3) against predictions stored by
+  the code before the speed work (``tests/data/sio2_speed_reference.npz``, written by
+  ``tests/data/make_sio2_speed_reference.py``);
 * the trunk blocks with and without autograd (in-place and out-of-place paths);
 * ``ase_etgnn.runtime``: idempotent allocator settings, a no-op where unsupported or opted out.
 """
@@ -79,7 +80,7 @@ def _reference_cells():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_shipped_model_predictions_unchanged(dtype):
-    """models/sio2.pt on two perturbed, strained quartz cells equals the baseline code's float64 predictions
+    """The stage-2 SiO2 model on two perturbed, strained quartz cells equals the baseline code's float64 predictions
     (direct heads and conservative forces/stress), errors relative to each quantity's largest value.
     float64: 2e-6 (the baseline evaluated Eq. 14's normalisation at float32-rounded zeros: up to 7e-7 in the
     conservative forces); float32: round-off, 5e-5 (measured up to 7e-6)."""
@@ -87,7 +88,7 @@ def test_shipped_model_predictions_unchanged(dtype):
 
     cells, predict = _reference_cells()
     ref = np.load(DATA / "sio2_speed_reference.npz")
-    model = load_model(ROOT / "models" / "sio2.pt").to(dtype).eval()
+    model = load_model(DATA / "sio2_stage2.pt").to(dtype).eval()
     res = predict(model, cells(), dtype)
     tol = 2e-6 if dtype == torch.float64 else 5e-5
     assert len(res) == 12

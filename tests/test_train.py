@@ -92,26 +92,31 @@ def test_config_files_overrides_and_errors(tmp_path):
 
 
 def test_shipped_sio2_recipes_match_the_model_file_and_keep_test_records_unseen():
-    """models/sio2_train.toml (stage 1) and models/sio2_finetune.toml (stage 2) load, their split files fit
-    the data set, stage 2's split keeps every stage-1 record where it was, and the shipped model's metadata
-    holds stage 2's settings."""
+    """models/sio2_train.toml (stage 1), models/sio2_finetune.toml (stage 2) and models/sio2_joint.toml (stage 3,
+    the shipped model) load, their split files fit the data set, stage 2's split keeps every stage-1 record
+    where it was (stage 3 uses stage 2's split), and the shipped model's metadata holds each stage's settings."""
     from ase_etgnn import load_model
     from ase_etgnn.records import count_records
     from ase_etgnn.train import load_split
 
     s1 = load_train_config(str(ROOT / "models" / "sio2_train.toml"))
     s2 = load_train_config(str(ROOT / "models" / "sio2_finetune.toml"))
+    s3 = load_train_config(str(ROOT / "models" / "sio2_joint.toml"))
     n = count_records(str(ROOT / s1.data))
     sp1, sp2 = load_split(str(ROOT / s1.split_file), n), load_split(str(ROOT / s2.split_file), n)
     assert all(set(sp1[k]) <= set(sp2[k]) for k in ("train", "val", "test"))
     assert sorted(i for v in sp1.values() for i in v) == list(range(321))
+    assert s3.split_file == s2.split_file and s3.init_from == "models/sio2.pt" and s3.forces_mode == "joint"
     meta = load_model(ROOT / "models" / "sio2.pt").metadata
-    tc = meta["train_config"]
-    for k in ("lr", "lr_factor", "lr_patience", "min_lr", "batch_size", "seed", "loss_weights", "split_file", "init_from"):
-        assert tc[k] == getattr(s2, k), k
+    keys = ("lr", "lr_factor", "lr_patience", "min_lr", "batch_size", "seed", "loss_weights", "split_file",
+            "init_from", "forces_mode")
+    stages = (meta["train_config"], meta["init_from"]["metadata"]["train_config"],
+              meta["init_from"]["metadata"]["init_from"]["metadata"]["train_config"])
+    for tc, recipe in zip(stages[:2], (s3, s2)):
+        for k in keys:
+            assert tc[k] == getattr(recipe, k), k
     assert {k: len(v) for k, v in sp2.items()} == meta["split"]
-    stage1 = meta["init_from"]["metadata"]["train_config"]
-    assert stage1["model"] == s1.model and stage1["lr"] == s1.lr and stage1["loss_weights"] == s1.loss_weights
+    assert stages[2]["model"] == s1.model and stages[2]["lr"] == s1.lr and stages[2]["loss_weights"] == s1.loss_weights
 
 
 # ------------------------------------------------------------------------------------ normalisation

@@ -1,4 +1,4 @@
-"""Write ``sio2_speed_reference.npz``: predictions of ``models/sio2.pt`` (in float64) on two perturbed
+"""Write ``sio2_speed_reference.npz``: predictions of the stage-2 SiO2 model ``tests/data/sio2_stage2.pt`` (``models/sio2.pt`` until stage 3; float64) on two perturbed
 quartz cells, computed with the code *before* the speed work (issue 20), so that
 ``tests/test_speed_paths.py`` can check that the optimised hot path gives the same numbers.
 
@@ -54,7 +54,7 @@ def predict(model, atoms_list, dtype: torch.dtype = torch.float64) -> dict:
 
 
 def main() -> None:
-    model = load_model(ROOT / "models" / "sio2.pt").to(torch.float64).eval()
+    model = load_model(HERE / "sio2_stage2.pt").to(torch.float64).eval()
     atoms_list = cells()
     res = predict(model, atoms_list)
     for i, a in enumerate(atoms_list):
