@@ -397,16 +397,9 @@ def register_cli(subparsers) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m ase_etgnn.select {select,explore} ...``; exit status 1 when no frame qualifies (the loop has
     converged at this ``--min-std``), 2 on bad settings or files."""
-    parser = argparse.ArgumentParser(prog="python -m ase_etgnn.select", description="active-learning selection")
-    sub = parser.add_subparsers(dest="command", metavar="{select,explore}")
-    sub.required = True
-    register_cli(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ValueError, OSError, KeyError) as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    from .cli import main as etgnn  # the package CLI registers this module's commands (import cycle otherwise)
+
+    return etgnn(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

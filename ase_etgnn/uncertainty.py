@@ -295,16 +295,9 @@ def register_cli(subparsers) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m ase_etgnn.uncertainty DATA --models MODEL MODEL [...] ...``; exit status 2 on bad settings or
     files."""
-    parser = argparse.ArgumentParser(prog="python -m ase_etgnn.uncertainty")
-    sub = parser.add_subparsers(dest="command", metavar="{uncertainty}")
-    sub.required = True
-    register_cli(sub)
-    args = parser.parse_args(["uncertainty", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args))
-    except (ValueError, OSError, KeyError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    from .cli import main as etgnn  # the package CLI registers this module's commands (import cycle otherwise)
+
+    return etgnn(["uncertainty", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
