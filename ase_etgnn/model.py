@@ -361,20 +361,24 @@ class ETGNN(nn.Module):
         features are computed later, when a head asks for them (``predict``). Checks the graph's radii first
         (``check_radii``).
 
-        ``recompute``: under autograd, keep only each edge block's inputs and recompute the block's
-        [n_triplets, *] intermediates during the backward pass (activation checkpointing): the same
-        numbers and gradients for about one extra trunk forward, and a peak memory of about one block
-        instead of all of them (conservative forces of large cells).
+        ``recompute``: under autograd, keep only the inputs of the geometry (angles, bases) and of each edge
+        block and recompute their [n_triplets, *] intermediates during the backward pass (activation
+        checkpointing): the same numbers and gradients for about one extra trunk forward, and a peak memory
+        of about one block instead of all of them (conservative forces of large cells).
         """
         self.check_radii(batch)
         species = self.species_index(batch["numbers"])  # [n_atoms]
-        geo = self.geometry(batch)
+        checkpointed = recompute and torch.is_grad_enabled()
+        if checkpointed:  # the per-triplet angle and basis intermediates are recomputed in the backward pass
+            geo = torch.utils.checkpoint.checkpoint(self.geometry, batch, use_reentrant=False)
+        else:
+            geo = self.geometry(batch)
         g = self.embedding(species)  # [n_atoms, hidden]
         m = self.edge_embedding(g, geo.rbf, batch["edge_src"], batch["edge_dst"])  # [n_edges, hidden]
         m_blocks = []
         args = (geo.rbf, geo.sbf, batch["trip_in"], batch["trip_out"])
         for block in self.edge_blocks:
-            if recompute and torch.is_grad_enabled():
+            if checkpointed:
                 m = torch.utils.checkpoint.checkpoint(block, m, *args, use_reentrant=False)  # [n_edges, hidden]
             else:
                 m = block(m, *args)  # [n_edges, hidden]

@@ -212,3 +212,32 @@ def test_radii_check_uses_the_effective_triplet_cutoff(quartz_perturbed):
             assert batch["triplet_cutoff"] == 4.0
             with torch.no_grad():
                 model(batch)
+
+
+def test_recompute_gives_the_same_conservative_outputs_and_gradients(quartz_perturbed):
+    """Activation checkpointing of the geometry and the edge blocks (``recompute=True``, the calculator's
+    conservative pass) changes memory, not numbers: -dE/dr, stress and every head equal the plain pass, and
+    so do parameter gradients of a loss on them (float64)."""
+    from ase_etgnn.graph import atoms_to_graph, collate_graphs
+
+    model = small_model()
+    cfg = model.config
+    batch = collate_graphs([atoms_to_graph(quartz_perturbed, cfg.cutoff, cfg.effective_triplet_cutoff)],
+                           dtype=torch.float64)
+    model.train()  # create_graph: the outputs can be differentiated again (force matching)
+    results = []
+    for recompute in (False, True):
+        model.zero_grad()
+        out, _ = model.conservative(batch, stress=True, recompute=recompute, forces="both")
+        loss = sum((v**2).sum() for v in out.values())
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append(({k: v.detach() for k, v in out.items()}, grads))
+    model.eval()
+    (plain, g0), (ckpt, g1) = results
+    assert set(plain) == set(ckpt) and {"forces", "forces_conservative", "stress"} <= set(plain)
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-12, atol=1e-12)
+    assert len(g0) == len(g1) > 0
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
