@@ -34,7 +34,7 @@ import numpy as np
 import spglib
 import torch
 
-from .conventions import crystal_system_from_number
+from .conventions import atomic_write, crystal_system_from_number
 from .dataset import collate_batch, dataset_item
 from .records import RecordReader
 from .graph import atoms_to_graph
@@ -292,10 +292,7 @@ def parity_values(name: str, arr: Mapping[str, np.ndarray]):
 def parity_plots(arrays: Mapping[str, Mapping[str, np.ndarray]], directory: str,
                  metrics: Optional[Mapping[str, Mapping[str, Any]]] = None) -> List[str]:
     """One parity plot PNG per property (all components, predicted vs DFT); returns the file paths."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # optional dependency; a Figure needs no pyplot backend (no global state)
 
     os.makedirs(directory, exist_ok=True)
     paths = []
@@ -304,7 +301,8 @@ def parity_plots(arrays: Mapping[str, Mapping[str, np.ndarray]], directory: str,
         if t.size == 0:
             continue
         per_atom = units == "eV/atom"
-        fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
+        fig = Figure(figsize=(4.2, 4.0), dpi=120)
+        ax = fig.subplots()
         ax.scatter(t, p, s=4, alpha=0.5, linewidths=0)
         lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
         pad = 0.05 * (hi - lo + 1e-12)
@@ -326,8 +324,7 @@ def parity_plots(arrays: Mapping[str, Mapping[str, np.ndarray]], directory: str,
             ax.set_title(title, fontsize=8)
         fig.tight_layout()
         path = os.path.join(directory, f"parity_{name}.png")
-        fig.savefig(path)
-        plt.close(fig)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
         paths.append(path)
     return paths
 

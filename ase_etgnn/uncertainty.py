@@ -216,14 +216,13 @@ def summarize(data: Mapping[str, UncertaintyData], n_bins: int = 10) -> Dict[str
 
 def plot_calibration(curves: Sequence[CalibrationCurve], path, spearmans: Optional[Sequence[float]] = None) -> Path:
     """One log-log panel per curve: RMS error against RMS std per bin, with the diagonal; writes a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # optional dependency; a Figure needs no pyplot backend (no global state)
+    from matplotlib.ticker import NullFormatter
 
     if not curves:
         raise ValueError("plot_calibration: no curves")
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.6), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(curves), 3.6))
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for k, (ax, c) in enumerate(zip(axes[0], curves)):
         ok = (c.rms_std > 0) & (c.rms_error > 0)
         ax.loglog(c.rms_std[ok], c.rms_error[ok], "o-", ms=4)
@@ -235,13 +234,14 @@ def plot_calibration(curves: Sequence[CalibrationCurve], path, spearmans: Option
         if spearmans is not None and np.isfinite(spearmans[k]):
             title += f"\nSpearman {spearmans[k]:.2f}, ENCE {c.ence:.2f}"
         ax.set_title(title, fontsize=9)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes within one decade: no crowded minor labels
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"RMS committee std ({c.units})" if c.units else "RMS committee std")
         ax.set_ylabel(f"RMS error ({c.units})" if c.units else "RMS error")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
     return path
 
 
