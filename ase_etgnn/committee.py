@@ -90,10 +90,12 @@ class CommitteeCalculator(Calculator):
                             f"{sorted(self.default_parameters)}")
         self.members = [m if isinstance(m, ETGNNCalculator) else ETGNNCalculator(m, **calculator_parameters)
                         for m in models]
-        for m in self.members:
-            if calculator_parameters:
-                m.set(**calculator_parameters)  # no-op for the members made here
-        self._check_members()
+        self._check_members()  # calculators given as members are used as they are: settings must agree
+        for i, m in enumerate(self.members):
+            differ = {k: m.parameters[k] for k, v in calculator_parameters.items() if m.parameters[k] != v}
+            if differ:
+                raise ValueError(f"{_label(m, i)} has {differ}, the committee was asked for "
+                                 f"{ {k: calculator_parameters[k] for k in differ} }: set them on the member first")
         settings = {k: self.members[0].parameters[k] for k in ETGNNCalculator.default_parameters}
         super().__init__(std_scale=dict(std_scale or {}), **settings)
         self._apply()

@@ -77,6 +77,10 @@ def test_members_must_agree_and_the_error_names_the_difference(pair):
         CommitteeCalculator([pair[0], small_model(heads=("energy", "forces"))], **KW)
     with pytest.raises(ValueError, match="settings"):  # ready-made calculators with other settings
         CommitteeCalculator([ETGNNCalculator(pair[0], device="cpu"), ETGNNCalculator(pair[1], **KW)])
+    members = [ETGNNCalculator(pair[0], **KW), ETGNNCalculator(pair[1], **KW)]
+    with pytest.raises(ValueError, match="member 0 has .*set them on the member"):  # never changed silently
+        CommitteeCalculator(members, symmetrize=not members[0].parameters["symmetrize"])
+    assert CommitteeCalculator(members, **KW).parameters["symmetrize"] == members[0].parameters["symmetrize"]
     with pytest.raises(ValueError, match="at least 2"):
         CommitteeCalculator([pair[0]], **KW)
     with pytest.raises(TypeError, match="sequence"):
