@@ -27,7 +27,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .conventions import DTYPES, resolve_device
+from .conventions import resolve_device, resolve_dtype
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
 from .model import ETGNN, TrunkState
 from .model_file import load_model
@@ -186,8 +186,7 @@ class ETGNNCalculator(Calculator):
         return changed
 
     def _validate(self, p: dict) -> None:
-        if p.get("dtype") not in DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {p.get('dtype')!r}")
+        resolve_dtype(p.get("dtype"))
         resolve_device(p.get("device", "auto"))
         heads = set(self._net.heads)
         forces = p.get("forces")
@@ -211,7 +210,7 @@ class ETGNNCalculator(Calculator):
         """Bring model, caches and the property list in line with ``self.parameters``."""
         p = self.parameters
         self.device = resolve_device(p["device"])
-        self.dtype = DTYPES[p["dtype"]]
+        self.dtype = resolve_dtype(p["dtype"])
         self.model = self._net.to(device=self.device, dtype=self.dtype).eval()
         heads = set(self.model.heads)
         self.forces_mode = p["forces"] or ("direct" if "forces" in heads else "conservative")
@@ -368,8 +367,6 @@ class ETGNNCalculator(Calculator):
         if self.symmetrize:
             sym = self._get_symmetry(atoms)
             results = sym.symmetrize(results, asr=self.model.config.bec_asr)
-            if FORCES_CONSERVATIVE in results:
-                results[FORCES_CONSERVATIVE] = sym.symmetrize_vectors(results[FORCES_CONSERVATIVE])
         if "energy" in results:
             results["energy"] = float(results["energy"])
             results["free_energy"] = results["energy"]

@@ -325,6 +325,16 @@ def test_voigt_layouts_in_symmetrize(syms):
     np.testing.assert_allclose(s3, np.diag([2.0, 2.0, 8.0]), atol=1e-13)
 
 
+def test_conservative_forces_symmetrized_as_forces(syms):
+    """``forces_conservative`` (not a registry property) is projected like the forces it stands for."""
+    s = syms["SrTiO3_cubic"]
+    F = np.random.default_rng(5).normal(size=(s.n_atoms, 3))
+    out = s.symmetrize({"forces": F, "forces_conservative": F})
+    np.testing.assert_allclose(out["forces_conservative"], s.symmetrize_vectors(F), atol=1e-13)
+    np.testing.assert_allclose(out["forces_conservative"], out["forces"], atol=0)
+    assert not np.allclose(out["forces_conservative"], F)  # the projection did something
+
+
 def test_symmetrize_validates_shapes(syms):
     s = syms["GaAs_zincblende"]
     with pytest.raises(ValueError, match="forces"):

@@ -41,7 +41,7 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from scipy.spatial import cKDTree
 
 from ..conventions import VOIGT_PAIRS, crystal_system_from_number
-from ..properties import PROPERTIES
+from ..properties import PROPERTIES, loss_target
 
 __all__ = [
     "CrystalSymmetry",
@@ -483,7 +483,9 @@ class CrystalSymmetry:
         return out
 
     def _symmetrize_one(self, key: str, value: Any, asr: bool) -> Any:
-        """Symmetrise one entry of a results dict (see :meth:`symmetrize`)."""
+        """Symmetrise one entry of a results dict (see :meth:`symmetrize`); an output that is not a property
+        (``forces_conservative``) is treated as the property it stands for (``properties.loss_target``)."""
+        key = loss_target(key)
         if key == "forces":
             return self.symmetrize_vectors(value)
         if key == "born_effective_charges":
