@@ -145,6 +145,9 @@ class ETGNNCalculator(Calculator):
         num_threads: Optional[int] = None,
         **kwargs,
     ) -> None:
+        if isinstance(model, (list, tuple)):
+            raise TypeError(f"ETGNNCalculator takes one model, got a {type(model).__name__} of {len(model)}: "
+                            "for the mean and spread of a committee use ase_etgnn.CommitteeCalculator(models)")
         if isinstance(model, ETGNN):
             self.model_path: Optional[Path] = None
             net = model

@@ -517,14 +517,16 @@ class TrunkState:
         )
 
 
-def _init_weights(model: nn.Module, generator: torch.Generator) -> None:
-    """Deterministic initialisation from an explicit generator (no global RNG is touched).
+def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """Deterministic initialisation of ``module`` (a model or one head) from an explicit generator (no
+    global RNG is touched).
 
     Linear weights ~ N(0, 1/fan_in) (variance-preserving), biases 0, embeddings ~ U(-sqrt3, sqrt3);
-    the heads' last layers are scaled by 0.02 so untrained outputs are of order one.
+    the heads' last layers are scaled by 0.02 so untrained outputs are of order one.  Buffers (the heads'
+    normalisation) are left as they are.
     """
     with torch.no_grad():
-        for mod in model.modules():
+        for mod in module.modules():
             if isinstance(mod, nn.Linear):
                 w = torch.randn(mod.weight.shape, generator=generator, dtype=torch.float64)
                 mod.weight.copy_(w / math.sqrt(mod.in_features))
@@ -534,10 +536,21 @@ def _init_weights(model: nn.Module, generator: torch.Generator) -> None:
                 w = torch.rand(mod.weight.shape, generator=generator, dtype=torch.float64)
                 mod.weight.copy_((2 * w - 1) * math.sqrt(3.0))
         # small last layers in the heads: an untrained model's edge sums (~70 terms) stay of order one
-        for head in model.heads_.values():
+        for head in (m for m in module.modules() if isinstance(m, TensorHead)):
             for mlp in (head.edge_mlp, head.triplet_mlp, head.node_mlp):
                 if mlp is not None:
                     mlp[-1].weight.mul_(0.02)
+
+
+def reinitialize_heads(model: ETGNN, names: Sequence[str], seed: int) -> None:
+    """Draw the weights of the heads ``names`` afresh from ``seed``, keeping the trunk and every head's
+    normalisation (committee members that share a trunk, ``TrainConfig.reinit_heads``)."""
+    unknown = [n for n in names if n not in model.heads_]
+    if unknown:
+        raise KeyError(f"model has no head {unknown[0]!r}; heads: {list(model.heads)}")
+    gen = torch.Generator().manual_seed(int(seed))
+    for name in names:
+        _init_weights(model.heads_[name], gen)
 
 
 def construct(config: ETGNNConfig) -> ETGNN:

@@ -18,7 +18,10 @@ entries are sorted by std into equal-count bins; per bin the root mean variance 
 plotted against the RMS error (Levi et al., Sensors 22, 5540 (2022)); a calibrated committee lies on the
 diagonal. ``ence`` (expected normalised calibration error) is the mean of ``|RMS std - RMS error| / RMS std``
 over the bins; :func:`fit_std_scale` gives the factor that calibrates the spread on average (for
-``CommitteeCalculator(std_scale=...)``; fit it on the validation split, judge it on the test split).
+``CommitteeCalculator(std_scale=...)``). Fit it on the validation split, judge it on the test split::
+
+    etgnn uncertainty DATA --models ... --split SPLIT:val --json val.json
+    etgnn uncertainty DATA --models ... --split SPLIT:test --std-scale val.json --plot test_calibrated.png
 """
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ class UncertaintyData:
         std: (n,) committee std of each entry (units of the property).
         error: (n,) norm of the error of each entry.
         structure: (n,) index of each entry's structure in the evaluated sequence.
+        mae: mean absolute error of the committee mean over all components (as ``etgnn evaluate``'s MAE).
     """
 
     name: str
@@ -73,6 +77,7 @@ class UncertaintyData:
     std: np.ndarray
     error: np.ndarray
     structure: np.ndarray
+    mae: float = float("nan")
 
     def per_structure(self) -> "UncertaintyData":
         """One entry per structure: RMS over its atoms of the std and of the error (unchanged if not per atom)."""
@@ -84,7 +89,7 @@ class UncertaintyData:
         def rms(x: np.ndarray) -> np.ndarray:
             return np.sqrt(np.bincount(inverse, weights=x**2) / count)
 
-        return UncertaintyData(self.name, False, rms(self.std), rms(self.error), ids)
+        return UncertaintyData(self.name, False, rms(self.std), rms(self.error), ids, self.mae)
 
 
 def error_norm(pred: np.ndarray, ref: np.ndarray, per_atom: bool) -> np.ndarray:
@@ -114,12 +119,13 @@ def collect(calc, structures: Iterable[Sequence[Any]],
             pred = calc.get_property(name, atoms)
             std = np.atleast_1d(np.asarray(calc.get_property(name + "_std", atoms), dtype=np.float64))
             err = np.atleast_1d(error_norm(pred, targets[name], per_atom))
-            parts[name].append((std, err, np.full(len(std), k)))
+            absdiff = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(targets[name], dtype=np.float64)).ravel()
+            parts[name].append((std, err, np.full(len(std), k), absdiff))
     out = {}
     for name, rows in parts.items():
         if rows:
-            std, err, idx = (np.concatenate(x) for x in zip(*rows))
-            out[name] = UncertaintyData(name, PROPERTIES[name].per_atom, std, err, idx)
+            std, err, idx, absdiff = (np.concatenate(x) for x in zip(*rows))
+            out[name] = UncertaintyData(name, PROPERTIES[name].per_atom, std, err, idx, float(absdiff.mean()))
     return out
 
 
@@ -202,6 +208,7 @@ def summarize(data: Mapping[str, UncertaintyData], n_bins: int = 10) -> Dict[str
             positive = bool(np.any(x.std > 0))
             out[name][level] = {
                 "n": int(len(x.std)),
+                "mae": x.mae,
                 "spearman": spearman(x.std, x.error),
                 "rms_std": float(np.sqrt(np.mean(x.std**2))),
                 "rms_error": float(np.sqrt(np.mean(x.error**2))),
@@ -246,19 +253,36 @@ def plot_calibration(curves: Sequence[CalibrationCurve], path, spearmans: Option
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+def scales_from_summary(path) -> Dict[str, float]:
+    """The ``std_scale`` per property of an earlier ``etgnn uncertainty --json`` file (per atom where the
+    property is per atom, else per structure), for ``CommitteeCalculator(std_scale=...)``."""
+    import json
+
+    try:
+        props = json.loads(Path(path).read_text())["properties"]
+        return {name: float(levels["per_atom" if "per_atom" in levels else "per_structure"]["std_scale"])
+                for name, levels in props.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--std-scale {path}: not an 'etgnn uncertainty --json' summary ({exc!r})") from None
+
+
 def _cmd_uncertainty(args: argparse.Namespace) -> int:
     indices = indices_from_spec(args.split, args.data)
     keep = None if indices is None else set(indices)
-    calc = committee_from_files(args.models, device=args.device, dtype=args.dtype, symmetrize=False)
+    scales = scales_from_summary(args.std_scale) if args.std_scale else {}
+    if scales:
+        print("std scaled by " + ", ".join(f"{k} {v:.3g}" for k, v in scales.items()) + f" (from {args.std_scale})")
+    calc = committee_from_files(args.models, device=args.device, dtype=args.dtype, symmetrize=False,
+                                std_scale=scales)
     records = (r for k, r in enumerate(iter_records(args.data, properties=args.properties))
                if keep is None or k in keep)
     data = collect(calc, records, args.properties)
     summary = summarize(data, args.bins)
     result = {"models": [str(m) for m in args.models], "data": args.data, "split": args.split,
-              "properties": summary}
+              "std_scale": scales, "std_scale_from": args.std_scale, "properties": summary}
     for name, levels in summary.items():
         for level, m in levels.items():
-            print(f"{name:24s} {level:14s} n={m['n']:6d}  Spearman {m['spearman']:6.3f}  RMS std {m['rms_std']:.4g}  "
+            print(f"{name:24s} {level:14s} n={m['n']:6d}  MAE of the mean {m['mae']:.4g}  Spearman {m['spearman']:6.3f}  RMS std {m['rms_std']:.4g}  "
                   f"RMS error {m['rms_error']:.4g} {m['units']}  scale {m['std_scale']:.3g}  ENCE {m['ence']:.3f}")
     if args.plot:
         curves, rhos = [], []
@@ -285,6 +309,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--properties", nargs="+", choices=UNCERTAINTY_PROPERTIES,
                    default=["forces", "born_effective_charges", "dielectric_tensor"])
     p.add_argument("--bins", type=int, default=10, help="calibration bins (default 10)")
+    p.add_argument("--std-scale", metavar="JSON", help="multiply the spreads by the scales fitted in an earlier "
+                   "--json summary (fit on the validation split, judge on the test split)")
     p.add_argument("--json", help="write the summary to this JSON file")
     p.add_argument("--plot", help="write the calibration plot (PNG)")
     p.add_argument("--device", default="auto")

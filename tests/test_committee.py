@@ -87,6 +87,8 @@ def test_members_must_agree_and_the_error_names_the_difference(pair):
         CommitteeCalculator(pair[0], **KW)
     with pytest.raises(TypeError, match="unknown"):
         CommitteeCalculator(list(pair), colour="red")
+    with pytest.raises(TypeError, match="takes one model, got a list of 2.*CommitteeCalculator"):
+        ETGNNCalculator(list(pair), **KW)
 
 
 def test_forces_only_run_no_tensor_head_of_any_member(quartz_perturbed, pair):
@@ -193,6 +195,10 @@ def test_collect_two_members_labelled_by_one_gives_error_std_over_sqrt2(pair):
     assert s["forces"]["per_atom"]["spearman"] == pytest.approx(1.0)
     assert s["born_effective_charges"]["per_structure"]["std_scale"] == pytest.approx(1 / np.sqrt(2), rel=1e-10)
     assert s["forces"]["per_atom"]["units"] == "eV/A" and s["forces"]["per_atom"]["n"] == 36
+    f1 = np.concatenate([ETGNNCalculator(pair[1], **KW).get_property("forces", a.copy()) for a, *_ in records])
+    f0 = np.concatenate([t["forces"] for _, t, *_ in records])
+    assert s["forces"]["per_atom"]["mae"] == s["forces"]["per_structure"]["mae"] == pytest.approx(
+        np.mean(np.abs(f1 - f0)) / 2, rel=1e-9)  # the mean's error per component: (m1 - m0) / 2
     with pytest.raises(ValueError, match="stress"):
         collect(calc, records, ("stress",))
 
@@ -216,4 +222,22 @@ def test_cli_uncertainty_on_a_split_writes_json_and_a_calibration_plot(tmp_path,
     assert f["per_atom"]["n"] == 27 and f["per_structure"]["n"] == 3 and f["per_atom"]["spearman"] == pytest.approx(1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["plot"] == str(png)
     assert "forces" in capsys.readouterr().out
+    # scales fitted on one split applied to another: the spread scaled, the errors not, the fit then 1
+    out2 = tmp_path / "u2.json"
+    assert main([str(data), "--models", *models, "--split", f"{split}:test", "--json", str(out2),
+                 "--std-scale", str(out), "--device", "cpu", "--dtype", "float64"]) == 0
+    res2 = json.loads(out2.read_text())
+    for name, levels in res["properties"].items():
+        a = res2["std_scale"][name]
+        assert a == levels["per_atom" if "per_atom" in levels else "per_structure"]["std_scale"]
+        for level, m in levels.items():
+            m2 = res2["properties"][name][level]
+            assert m2["rms_std"] == pytest.approx(a * m["rms_std"], rel=1e-9)
+            assert m2["rms_error"] == pytest.approx(m["rms_error"], rel=1e-12)
+        assert res2["properties"][name]["per_structure" if name == "dielectric_tensor" else "per_atom"][
+            "std_scale"] == pytest.approx(1.0, rel=1e-9)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main([str(data), "--models", *models, "--std-scale", str(bad), "--device", "cpu"]) == 2
+    assert "not an 'etgnn uncertainty --json' summary" in capsys.readouterr().err
     assert main([str(data), "--models", models[0], "--device", "cpu"]) == 2  # one model is no committee

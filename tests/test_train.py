@@ -1,6 +1,7 @@
 """Training pipeline: configs, normalisation, loss, exact resume, 2-process DDP, learnability, evaluate CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -343,6 +344,52 @@ def test_init_from_starts_at_the_file_weights_and_checks_settings(teacher_data, 
                       init_from=first.best_path))
     with pytest.raises(ValueError, match=r"species: run \['Si'\]"):
         train(_config(teacher_data, tmp_path / "bad2", epochs=1, species=["Si"], init_from=first.best_path))
+
+
+def test_committee_member_settings_reinit_heads_and_bootstrap(teacher_data, tmp_path):
+    """reinit_heads redraws only the named heads (normalisation kept, seed decides); bootstrap trains on a
+    seeded resample with replacement; old checkpoints without these settings still resume."""
+    from ase_etgnn import load_model
+    from ase_etgnn.model import reinitialize_heads
+    from ase_etgnn.train.config import resume_changes
+    from ase_etgnn.train.splits import bootstrap_sample
+
+    first = train(_config(teacher_data, tmp_path / "first", epochs=1))
+    base = load_model(first.best_path, dtype=torch.float64)
+    sd0 = {k: v.clone() for k, v in base.state_dict().items()}
+    reinitialize_heads(base, ["born_effective_charges"], seed=7)
+    changed = {k for k, v in base.state_dict().items() if not torch.equal(v, sd0[k])}
+    assert changed and all(k.startswith("heads_.born_effective_charges.") and "mlp" in k for k in changed)
+    assert torch.equal(base.heads_["born_effective_charges"].reference, sd0["heads_.born_effective_charges.reference"])
+    again, other = load_model(first.best_path, dtype=torch.float64), load_model(first.best_path, dtype=torch.float64)
+    reinitialize_heads(again, ["born_effective_charges"], seed=7)
+    reinitialize_heads(other, ["born_effective_charges"], seed=8)
+    w = "heads_.born_effective_charges.edge_mlp.0.weight"
+    assert torch.equal(again.state_dict()[w], base.state_dict()[w])
+    assert not torch.equal(other.state_dict()[w], base.state_dict()[w])
+    with pytest.raises(KeyError, match="no head 'energy'"):
+        reinitialize_heads(base, ["energy"], seed=0)
+
+    idx = list(range(100, 140))
+    boot = bootstrap_sample(idx, 3)
+    assert boot == bootstrap_sample(idx, 3) != bootstrap_sample(idx, 4)
+    assert len(boot) == 40 and set(boot) <= set(idx) and 15 < len(set(boot)) < 40
+
+    cfg = _config(teacher_data, tmp_path / "m1", epochs=1, model={}, init_from=first.best_path,
+                  reinit_heads=["forces", "dielectric_tensor"], bootstrap=True, seed=5)
+    member = train(cfg)
+    drawn = load_model(member.best_path).metadata["train_structures"]
+    assert drawn["drawn"] == 8 and drawn["distinct"] < 8  # 14 records: 8 train, resampled
+    assert load_model(first.best_path).metadata["train_structures"] == {"drawn": 8, "distinct": 8}
+    start = member.history[0]["val_mae"]
+    ref = first.history[-1]["val_mae"]
+    assert start["born_effective_charges"] == pytest.approx(ref["born_effective_charges"], rel=1e-10)  # kept
+    assert start["forces"] != pytest.approx(ref["forces"], rel=1e-3)  # redrawn
+    with pytest.raises(ValueError, match="reinit_heads needs init_from"):
+        _config(teacher_data, tmp_path / "bad", reinit_heads=["forces"])
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("reinit_heads", "bootstrap")}
+    assert resume_changes(old, dataclasses.replace(cfg, reinit_heads=(), bootstrap=False)) == []
+    assert resume_changes(old, cfg) == ["bootstrap", "reinit_heads"]
 
 
 def test_evaluate_cli_json_and_plots(teacher_data, tmp_path):

@@ -51,6 +51,10 @@ class TrainConfig:
         init_from: model file (``save_model`` format) whose weights and target normalisation start the run:
             fine-tuning a shipped model on more data.  Its species, heads and architecture are used;
             ``species``/``heads``/``[model]`` may be left out and must agree with the file if given.
+        reinit_heads: heads of the ``init_from`` model whose weights are drawn afresh from ``seed`` (its
+            normalisation kept): committee members that share a trunk but not their heads.
+        bootstrap: train on a resample of the training split drawn with replacement from ``seed`` (as many
+            draws as records; about 63 % distinct): committee members that saw different data.
         lr, weight_decay: AdamW.  lr_factor, lr_patience, min_lr: ReduceLROnPlateau on the val loss.
         batch_size: structures per optimisation step (per process under DDP).
         eval_batch_size: validation batch size (default: batch_size).
@@ -77,6 +81,8 @@ class TrainConfig:
     split_seed: int = 0
     split_file: Optional[str] = None
     init_from: Optional[str] = None
+    reinit_heads: Tuple[str, ...] = ()
+    bootstrap: bool = False
     lr: float = 5e-4
     weight_decay: float = 0.0
     lr_factor: float = 0.5
@@ -95,6 +101,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # coerce containers coming from TOML/YAML lists
+        object.__setattr__(self, "reinit_heads", tuple(str(x) for x in (
+            [self.reinit_heads] if isinstance(self.reinit_heads, str) else self.reinit_heads)))
         for name in ("heads", "species"):
             v = getattr(self, name)
             if v is not None:
@@ -123,6 +131,11 @@ class TrainConfig:
             errs.append("loss_weights: 'stress' needs forces_mode = 'conservative' or 'joint'")
         if FORCES_CONSERVATIVE in self.loss_weights and self.forces_mode != "joint":
             errs.append(f"loss_weights: '{FORCES_CONSERVATIVE}' needs forces_mode = 'joint'")
+        if self.reinit_heads and self.init_from is None:
+            errs.append("reinit_heads needs init_from (the model whose other weights are kept)")
+        for h in self.reinit_heads:
+            if h not in TENSOR_HEADS:
+                errs.append(f"reinit_heads: {h!r} is not a model head (choose from {list(TENSOR_HEADS)})")
         if self.forces_mode not in FORCES_MODES:
             errs.append(f"forces_mode must be one of {list(FORCES_MODES)}, got {self.forces_mode!r}")
         for k in ("species", "heads", "seed", "dtype", "device"):
@@ -142,13 +155,14 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("heads", "species", "split"):
+        for k in ("heads", "species", "split", "reinit_heads"):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS = {"reinit_heads": [], "bootstrap": False}  # to_dict() form of the defaults of late-added settings
 
 
 def _parse_value(text: str) -> Any:
@@ -226,4 +240,6 @@ def load_train_config(path: Optional[str] = None, overrides: Optional[Mapping[st
 def resume_changes(checkpoint_config: Mapping[str, Any], config: TrainConfig) -> List[str]:
     """Names of the settings of ``config`` that differ from a checkpoint's run and may not (sorted)."""
     new = config.to_dict()
-    return sorted(k for k in _FIELDS if k not in RESUMABLE and checkpoint_config.get(k) != new.get(k))
+    # settings added to TrainConfig after the checkpoint was written count as their defaults there
+    old = {**_DEFAULTS, **checkpoint_config}
+    return sorted(k for k in _FIELDS if k not in RESUMABLE and old.get(k) != new.get(k))

@@ -9,7 +9,8 @@ target normalisation and the starting weights.
   (``normalization.compute_normalization``); weights initialised from ``seed``; split from ``split_file``
   or ``split``/``split_seed``.
 * init_from: species, heads, architecture, normalisation and weights of the model file (run settings
-  given anyway must agree with the file); heads without labels here keep their weights untrained.
+  given anyway must agree with the file); heads without labels here keep their weights untrained; the
+  heads in ``reinit_heads`` are drawn afresh from ``seed`` (normalisation kept).
 * resume: the split and weights of the checkpoint; species, heads and normalisation as the run that wrote
   it started (fresh or ``init_from``, which is read again: it fixes the architecture).
 """
@@ -25,6 +26,7 @@ import torch
 from ase.data import chemical_symbols
 
 from .. import build_model, load_model
+from ..model import reinitialize_heads
 from ..records import RecordReader
 from ..properties import TENSOR_HEADS
 from .config import TrainConfig, resume_changes
@@ -171,6 +173,7 @@ def resolve_provenance(config: TrainConfig, reader: RecordReader, checkpoint: Op
         norm = {h: {"scale": float(model.heads_[h].scale),
                     "reference": model.heads_[h].reference.detach().cpu().double().tolist()} for h in heads}
         init_from = {"path": config.init_from, "metadata": model.metadata}
+        reinitialize_heads(model, config.reinit_heads, config.seed)
     else:
         species = tuple(config.species) if config.species is not None else labels.elements
         heads = _fresh_heads(config, labels.present)

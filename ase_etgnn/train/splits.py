@@ -13,7 +13,7 @@ import numpy as np
 from ..records import count_records
 
 __all__ = ["SUBSETS", "valid_fractions", "split_indices", "extend_split", "read_split", "check_split_fits",
-           "load_split", "indices_from_spec"]
+           "load_split", "indices_from_spec", "bootstrap_sample"]
 
 #: the subsets of a split, in order
 SUBSETS = ("train", "val", "test")
@@ -37,6 +37,13 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> Dict[str, Li
         raise ValueError(f"split {tuple(fractions)} of {n} structures leaves no training structure")
     return {"train": sorted(perm[:n_train]), "val": sorted(perm[n_train:n_train + n_val]),
             "test": sorted(perm[n_train + n_val:])}
+
+
+def bootstrap_sample(indices: Sequence[int], seed: int) -> List[int]:
+    """``len(indices)`` draws from ``indices`` with replacement, seeded (sorted; repeats kept): the training
+    records of a bootstrap committee member (``TrainConfig.bootstrap``)."""
+    rng = np.random.default_rng([int(seed), 0xB007])  # a stream of its own: not the split's or the shuffle's
+    return sorted(int(i) for i in rng.choice(np.asarray(indices, dtype=np.int64), size=len(indices), replace=True))
 
 
 def extend_split(previous: Mapping[str, Sequence[int]], n: int, fractions: Sequence[float], seed: int,

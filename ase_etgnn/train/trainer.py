@@ -31,6 +31,7 @@ from .distributed import all_reduce_, process_group, rank_and_world, ranks_agree
 from .losses import LossTerms, Predictor, select_loss_terms
 from .normalization import loss_scales
 from .provenance import Provenance, read_checkpoint, resolve_provenance
+from .splits import bootstrap_sample
 from .rundir import RunDir, erase_progress_bar, format_epoch, progress_bar
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -115,6 +116,8 @@ class Trainer:
             "trained_by": "ase_etgnn.train", "data": os.path.abspath(config.data),
             "split": {k: len(v) for k, v in origin.split.items()}, "normalization": origin.normalization,
             "train_config": config.to_dict(), "world_size": world,
+            # per epoch: records drawn and distinct ones (they differ under ``bootstrap``)
+            "train_structures": {"drawn": len(records["train"].names), "distinct": len(set(records["train"].names))},
         }
         if origin.init_from is not None:
             self.metadata["init_from"] = origin.init_from
@@ -315,7 +318,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
             os.makedirs(run_dir.path, exist_ok=True)
         with RecordReader(config.data) as reader:  # the one pass over the records before training
             origin = resolve_provenance(config, reader, checkpoint, run_dir.checkpoint, device, dtype)
-            records = {"train": reader.records(origin.split["train"]),
+            train_idx = bootstrap_sample(origin.split["train"], config.seed) if config.bootstrap else origin.split["train"]
+            records = {"train": reader.records(train_idx),
                        "val": reader.records(origin.split["val"][rank::world])}
         labels = origin.labels
         names, weights = select_loss_terms(origin.heads, labels.present, config.forces_mode, config.loss_weights)
@@ -338,9 +342,10 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
                 run_dir.start(config, origin.split)
             n_params = sum(p.numel() for p in trainer.model.parameters())
             split = origin.split
+            boot = f" (bootstrap: {len(set(train_idx))} distinct)" if config.bootstrap else ""
             say(f"ETGNN: species {list(origin.species)}, heads {list(origin.heads)}, {n_params} parameters, "
                 f"device {device}, {config.dtype}, world size {world}; data {config.data}: {len(split['train'])} "
-                f"train / {len(split['val'])} val / {len(split['test'])} test structures")
+                f"train{boot} / {len(split['val'])} val / {len(split['test'])} test structures")
             return trainer.fit(history)
         finally:
             trainer.close()
