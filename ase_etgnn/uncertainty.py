@@ -26,6 +26,7 @@ over the bins; :func:`fit_std_scale` gives the factor that calibrates the spread
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,8 +257,6 @@ def plot_calibration(curves: Sequence[CalibrationCurve], path, spearmans: Option
 def scales_from_summary(path) -> Dict[str, float]:
     """The ``std_scale`` per property of an earlier ``etgnn uncertainty --json`` file (per atom where the
     property is per atom, else per structure), for ``CommitteeCalculator(std_scale=...)``."""
-    import json
-
     try:
         props = json.loads(Path(path).read_text())["properties"]
         return {name: float(levels["per_atom" if "per_atom" in levels else "per_structure"]["std_scale"])

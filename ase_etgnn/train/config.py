@@ -162,7 +162,6 @@ class TrainConfig:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-_DEFAULTS = {"reinit_heads": [], "bootstrap": False}  # to_dict() form of the defaults of late-added settings
 
 
 def _parse_value(text: str) -> Any:
@@ -240,6 +239,6 @@ def load_train_config(path: Optional[str] = None, overrides: Optional[Mapping[st
 def resume_changes(checkpoint_config: Mapping[str, Any], config: TrainConfig) -> List[str]:
     """Names of the settings of ``config`` that differ from a checkpoint's run and may not (sorted)."""
     new = config.to_dict()
-    # settings added to TrainConfig after the checkpoint was written count as their defaults there
-    old = {**_DEFAULTS, **checkpoint_config}
+    # a setting added to TrainConfig after the checkpoint was written counts as its default there
+    old = {**TrainConfig(data=config.data).to_dict(), **checkpoint_config}
     return sorted(k for k in _FIELDS if k not in RESUMABLE and old.get(k) != new.get(k))

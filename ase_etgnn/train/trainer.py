@@ -342,7 +342,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
                 run_dir.start(config, origin.split)
             n_params = sum(p.numel() for p in trainer.model.parameters())
             split = origin.split
-            boot = f" (bootstrap: {len(set(train_idx))} distinct)" if config.bootstrap else ""
+            drawn = trainer.metadata["train_structures"]
+            boot = f" (bootstrap: {drawn['distinct']} distinct)" if config.bootstrap else ""
             say(f"ETGNN: species {list(origin.species)}, heads {list(origin.heads)}, {n_params} parameters, "
                 f"device {device}, {config.dtype}, world size {world}; data {config.data}: {len(split['train'])} "
                 f"train{boot} / {len(split['val'])} val / {len(split['test'])} test structures")
