@@ -11,6 +11,11 @@ After appending records, fine-tune without ever training on the old test records
     etgnn dataset split data.h5 --extend runs/sio2/split.json --by tag -o split2.json
     etgnn train CONFIG --set init_from=runs/sio2/best.pt --set split_file=split2.json --output-dir runs/ft
 
+One model for two data sets, each keeping its own test records::
+
+    etgnn dataset import sio2.h5 al2o3.h5 -o joint.h5
+    etgnn dataset split joint.h5 --carry sio2.h5=sio2_split.json --carry al2o3.h5=al2o3_split.json -o joint.json
+
 Multi-process training: ``torchrun --nproc_per_node=N -m ase_etgnn.cli train CONFIG``.
 """
 from __future__ import annotations
@@ -31,7 +36,7 @@ from .ipi import EXTRAS_PROPERTIES, run_client
 from .records import dataset_summary, iter_records
 from .select import register_cli as register_select
 from .train import load_train_config, parse_overrides, train
-from .train.splits import extend_split, indices_from_spec, load_split
+from .train.splits import carry_split, extend_split, indices_from_spec, load_split
 from .uncertainty import register_cli as register_uncertainty
 
 __all__ = ["main", "build_parser"]
@@ -113,6 +118,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _carried_subsets(spec: str, prov: Sequence[dict], data: str) -> dict:
+    """``SOURCE.h5=SPLIT.json``: the subsets SPLIT gives the records of ``data`` imported from SOURCE
+    (provenance ``merged_from``, written by ``etgnn dataset import``)."""
+    source, sep, split_path = spec.partition("=")
+    if not sep or not source or not split_path:
+        raise ValueError(f"--carry {spec!r}: expected SOURCE.h5=SPLIT.json")
+    keys = [p.get("key") for _, _, p in iter_records(source, properties=())]
+    where = {keys[i]: name for name, v in load_split(split_path, len(keys), source).items() for i in v}
+    origins = [(os.path.realpath(p["merged_from"]["file"]), p["merged_from"]["key"]) if "merged_from" in p
+               else None for p in prov]
+    carried = carry_split(origins, {os.path.realpath(source): where})
+    if not any(carried.values()):
+        raise ValueError(f"--carry {spec}: no record of {data} was imported from {source} (provenance "
+                         "merged_from; merge with: etgnn dataset import SOURCE.h5 ... -o MERGED.h5)")
+    placed = sum(map(len, carried.values()))
+    print(f"  carried from {split_path}: train/val/test {'/'.join(str(len(v)) for v in carried.values())}"
+          f"{f'; {len(where) - placed} of its records are not in {data}' if placed < len(where) else ''}")
+    return carried
+
+
 def _cmd_split(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not args.force:
         raise ValueError(f"{args.output} exists; choose another name or pass --force")
@@ -120,12 +145,20 @@ def _cmd_split(args: argparse.Namespace) -> int:
     n = len(prov)
     groups = [str(p.get(args.by, "-")) for p in prov] if args.by else None
     previous = load_split(args.extend, n, args.data) if args.extend else {}
+    for spec in args.carry or []:
+        carried = _carried_subsets(spec, prov, args.data)
+        clash = {i for name, v in carried.items() for i in v} & {i for v in previous.values() for i in v}
+        if clash:
+            raise ValueError(f"--carry {spec}: records {sorted(clash)[:5]} of {args.data} are already placed "
+                             "(by --extend or another --carry)")
+        previous = {name: sorted(list(previous.get(name, [])) + v) for name, v in carried.items()}
     split = extend_split(previous, n, args.fractions, args.seed, groups)
     with open(args.output, "w") as fh:
         json.dump(split, fh)
         fh.write("\n")
-    print(f"{args.output}: {n} records; kept {sum(len(v) for v in previous.values())} from "
-          f"{args.extend or '(none)'}; train/val/test {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
+    kept_from = ", ".join(([args.extend] if args.extend else []) + (args.carry or [])) or "(none)"
+    print(f"{args.output}: {n} records; kept {sum(len(v) for v in previous.values())} from {kept_from}; "
+          f"train/val/test {len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
     if groups is not None:
         where = {i: name for name, v in split.items() for i in v}
         for g in sorted(set(groups)):
@@ -230,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("data")
     q.add_argument("-o", "--output", required=True, help="split JSON to write")
     q.add_argument("--extend", metavar="SPLIT_JSON", help="keep these assignments, split only the other records")
+    q.add_argument("--carry", action="append", metavar="SOURCE_H5=SPLIT_JSON",
+                   help="records merged from SOURCE_H5 (etgnn dataset import) keep the subset SPLIT_JSON gives "
+                        "them there (repeat per source): a joint model never trains on a separate model's test")
     q.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--by", metavar="FIELD", help="split each value of this provenance field separately (e.g. tag)")

@@ -431,6 +431,11 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
         done = store.done_keys()
         if any(k not in done and (config.retry_failed or not _failed_before(workdir, k)) for k, *_ in structures):
             check(["pw.x", "ph.x"] if config.run_ph else ["pw.x"])
+    libraries = getattr(runner, "linked_libraries", None)
+    blas = (libraries("pw.x") or {}).get("libblas.so.3") if libraries is not None else None
+    if blas is not None and "/blas/" in blas:  # Debian's reference BLAS (/usr/lib/<arch>/blas/)
+        log(f"[dfpt] pw.x loads the reference BLAS ({blas}); with OpenBLAS (apt-get install libopenblas0-serial) "
+            "QE gives the same numbers 2.3x faster (docs/sio2_protocol.md)")
     consecutive_failures = 0
     for key, index, atoms, info in structures:
         if consecutive_failures >= config.max_consecutive_failures:
@@ -463,6 +468,7 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
                 continue
             t0 = time.time()
             log(f"[dfpt] {key}: start ({len(atoms)} atoms, rms {info['rms']:.3f} A)")
+            linear_algebra = libraries("pw.x") if libraries is not None else None
             try:
                 rec_atoms, targets, prov = _run_one(config, key, index, atoms, info, sdir, runner, pseudo_md5)
             except Exception as err:  # noqa: BLE001 - one bad structure must not stop the job
@@ -481,6 +487,8 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
                 continue
             consecutive_failures = 0
             prov["wall_time_total_s"] = round(time.time() - t0, 2)
+            if linear_algebra is not None:
+                prov["linear_algebra"] = linear_algebra  # BLAS/LAPACK that pw.x loaded
             ok = store.add(rec_atoms, targets, prov, key)
             summary.done.append(key)
             summary.timings[key] = {"pw": prov["wall_time_pw_s"], "ph": prov["wall_time_ph_s"],

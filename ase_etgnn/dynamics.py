@@ -20,7 +20,18 @@ from ase.md.md import MolecularDynamics
 
 from .properties import FORCES_CONSERVATIVE
 
-__all__ = ["MultipleTimeStepVerlet"]
+try:  # ASE >= 3.29
+    from ase.md.velocitydistribution import thermalize_momenta as _thermalize_momenta
+except ImportError:  # pragma: no cover - ASE 3.23-3.28 (setup.cfg allows them)
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _thermalize_momenta
+
+__all__ = ["MultipleTimeStepVerlet", "thermalize"]
+
+
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` (K) drawn from ``rng``: ASE's ``thermalize_momenta``
+    (``MaxwellBoltzmannDistribution``, deprecated since ASE 3.29, on older ASE)."""
+    _thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
 
 
 class MultipleTimeStepVerlet(MolecularDynamics):

@@ -3,10 +3,13 @@
     OMP_NUM_THREADS=1 nohup python benchmarks/learning_curve.py --sizes 25 50 100 all > runs/learning_curve.log &
     python benchmarks/learning_curve.py --report-only      # table, fit and plot from the finished runs
 
-For every N: the training set is N DFPT records (energy, forces, stress, BEC, eps_inf) drawn from the training
-part of ``--split`` (a fixed seeded order, so the sets are nested: the 25 are among the 50) plus every pw.x-only
-training record (cheap labels, kept in every run so that only the number of DFPT records varies); the
-validation and test parts of ``--split`` are used unchanged. Each N is a run directory ``OUT/N<N>`` trained with
+For every N: the training set is N DFPT records (energy, forces, stress, BEC, eps_inf) drawn from a pool, plus
+every pw.x-only training record of ``--split`` (cheap labels, kept in every run so that only the number of DFPT
+records varies); the validation and test parts of ``--split`` are used unchanged. The pool is the split's DFPT
+training records in a fixed seeded order, followed by the randomly drawn DFPT records (tags ``--later-tags``)
+computed after the split, in the order they were computed; the sets are nested (the 25 are among the 50) and a
+size stays the same set when more records are computed. ``all`` is the whole pool at the time of the call.
+Actively selected records (tag ``al-1``) are not in the pool: they are not a random draw. Each N is a run directory ``OUT/N<N>`` trained with
 ``--recipe`` (stage 1's recipe from scratch by default; ``--epochs`` overrides its epoch count), so the runs
 resume where they stopped (rerun the same command). Finished runs are evaluated on the test split with
 ``etgnn evaluate``'s metrics; the report prints MAE of BEC (e), eps_inf and forces (eV/A) against N, fits
@@ -19,7 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -35,28 +38,33 @@ PAPER = {"n": 2400, "born_effective_charges": 4.28e-3, "dielectric_tensor": 1.98
 PROPS = ("born_effective_charges", "dielectric_tensor", "forces")
 
 
-def dfpt_records(data: str) -> List[int]:
-    """Indices of the records that carry Born charges (DFPT records)."""
-    return [i for i, (_, t, _) in enumerate(iter_records(data, properties=("born_effective_charges",)))
-            if "born_effective_charges" in t]
+def dfpt_pool(data: str, split: Dict[str, List[int]], seed: int, later_tags: Sequence[str]) -> List[int]:
+    """DFPT records in the order they enter: the split's training ones (seeded permutation), then the records
+    of ``later_tags`` computed after the split (index order, so appending records never reorders the pool)."""
+    dfpt, tags = [], []
+    for _, targets, prov in iter_records(data, properties=("born_effective_charges",)):
+        dfpt.append("born_effective_charges" in targets)
+        tags.append(prov.get("tag"))
+    train_dfpt = [i for i in split["train"] if dfpt[i]]
+    last = max(i for part in split.values() for i in part)
+    later = [i for i in range(last + 1, len(dfpt)) if dfpt[i] and tags[i] in later_tags]
+    return [train_dfpt[k] for k in np.random.default_rng(seed).permutation(len(train_dfpt))] + later
 
 
-def subset_split(split: Dict[str, List[int]], dfpt: List[int], n: int, seed: int) -> Dict[str, List[int]]:
-    """``split`` with only ``n`` of its DFPT training records (seeded order, nested in n)."""
-    is_dfpt = set(dfpt)
-    train_dfpt = [i for i in split["train"] if i in is_dfpt]
-    order = np.random.default_rng(seed).permutation(len(train_dfpt))
-    keep = {train_dfpt[k] for k in order[:n]}
-    train_idx = sorted(i for i in split["train"] if i not in is_dfpt or i in keep)
-    return {"train": train_idx, "val": list(split["val"]), "test": list(split["test"])}
+def subset_split(split: Dict[str, List[int]], pool: List[int], n: int) -> Dict[str, List[int]]:
+    """``split`` whose training part keeps its pw.x-only records and takes the first ``n`` DFPT records of
+    ``pool`` instead of its own DFPT records."""
+    in_pool = set(pool)
+    pw_only = [i for i in split["train"] if i not in in_pool]
+    return {"train": sorted(pw_only + pool[:n]), "val": list(split["val"]), "test": list(split["test"])}
 
 
-def run_size(args, label: str, n: int, split: Dict[str, List[int]], dfpt: List[int]) -> Path:
+def run_size(args, label: str, n: int, split: Dict[str, List[int]], pool: List[int]) -> Path:
     """Train (or resume) the run of one size; returns its run directory."""
     out = Path(args.out) / label
     out.mkdir(parents=True, exist_ok=True)
     split_path = out / "subset_split.json"
-    sub = subset_split(split, dfpt, n, args.seed)
+    sub = subset_split(split, pool, n)
     if split_path.exists() and json.loads(split_path.read_text()) != sub:
         raise SystemExit(f"{split_path} differs from the subset this command makes: another --split/--seed?")
     atomic_write_text(split_path, json.dumps(sub) + "\n")
@@ -140,23 +148,24 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="more recipe overrides")
     ap.add_argument("--seed", type=int, default=0, help="order in which DFPT records enter (nested subsets)")
+    ap.add_argument("--later-tags", nargs="*", default=["quartz-ph", "cristobalite-ph"],
+                    help="random-draw tags whose DFPT records computed after the split join the pool")
     ap.add_argument("--out", default=str(ROOT / "runs" / "learning_curve"))
     ap.add_argument("--plot", default=None, help="PNG of the curve (report)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     split = read_split(args.split)
-    dfpt = dfpt_records(args.data)
-    n_train = len([i for i in split["train"] if i in set(dfpt)])
+    pool = dfpt_pool(args.data, split, args.seed, args.later_tags)
     sizes = {}
     for s in args.sizes:
-        n = n_train if s == "all" else int(s)
-        if n > n_train:
-            print(f"size {n}: the split has only {n_train} DFPT training records; skipped", file=sys.stderr)
+        n = len(pool) if s == "all" else int(s)
+        if n > len(pool):
+            print(f"size {n}: only {len(pool)} DFPT records can be drawn; skipped", file=sys.stderr)
             continue
         sizes[f"N{n}"] = n
     if not args.report_only:
         for label, n in sizes.items():
-            run_size(args, label, n, split, dfpt)
+            run_size(args, label, n, split, pool)
     return report(args, sizes)
 
 

@@ -139,14 +139,14 @@ def peak_rss_mb(mode, model, n_atoms, n_inner) -> float:
 
 
 def nve_drift(mode, model, ps, n_inner, timestep_fs=0.5):
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
 
     from ase_etgnn import ETGNNCalculator
-    from ase_etgnn.dynamics import MultipleTimeStepVerlet
+    from ase_etgnn.dynamics import MultipleTimeStepVerlet, thermalize
 
     atoms = quartz(72)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(atoms, 300, np.random.default_rng(0))
     Stationary(atoms)
     forces = "conservative" if mode == "conservative" else "direct"
     atoms.calc = ETGNNCalculator(model, forces=forces, symmetrize=False, num_threads=torch.get_num_threads())

@@ -29,11 +29,7 @@ from ase import units
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
 
-try:  # ASE >= 3.29
-    from ase.md.velocitydistribution import thermalize_momenta
-except ImportError:  # pragma: no cover - older ASE
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
-
+from ase_etgnn.dynamics import thermalize
 from ase_etgnn.structures import alpha_quartz  # the seed of the SiO2 data set
 from ase_etgnn.spectra import DielectricRecorder, ir_spectrum_from_md, raman_spectra_from_md
 
@@ -72,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None, calc=None):
     rng = np.random.default_rng(args.seed)
     atoms = alpha_quartz().repeat((2, 2, 2))
     atoms.calc = calc
-    thermalize_momenta(atoms, temperature_K=args.temperature, rng=rng)
+    thermalize(atoms, args.temperature, rng)
     Stationary(atoms)
     t0 = time.time()
     dt = args.timestep * units.fs

@@ -17,9 +17,9 @@ import numpy as np
 from ase import units
 from ase.io import read
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from ase_etgnn import ETGNNCalculator
+from ase_etgnn.dynamics import thermalize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def main() -> None:
 
     big = atoms.repeat((2, 2, 2))
     big.calc = atoms.calc
-    MaxwellBoltzmannDistribution(big, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(big, 300, np.random.default_rng(0))
     dyn = Langevin(big, 1.0 * units.fs, temperature_K=300, friction=0.01 / units.fs, fixcm=False,
                    rng=np.random.default_rng(1))
     eps_trace = []

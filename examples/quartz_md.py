@@ -27,10 +27,10 @@ from ase import units
 from ase.io import read
 from ase.io.trajectory import Trajectory
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.neighborlist import neighbor_list
 
 from ase_etgnn import ETGNNCalculator
+from ase_etgnn.dynamics import thermalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import output_dir, refuse_existing  # noqa: E402  (examples/_output.py)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     # MD snapshots have no symmetry anyway
     atoms.calc = ETGNNCalculator(args.model, symmetrize=False, forces=forces, num_threads=args.num_threads)
     rng = np.random.default_rng(args.seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
+    thermalize(atoms, args.temperature, rng)
     if args.dynamics == "langevin":
         dt_fs = 1.0
         dyn = Langevin(atoms, dt_fs * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs,

@@ -262,12 +262,13 @@ def test_md_langevin_and_verlet_on_72_atom_quartz(tmp_path, quartz_perturbed):
     from ase.md import MDLogger
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ase_etgnn.dynamics import thermalize
 
     atoms = make_supercell(quartz_perturbed, np.diag([2, 2, 2]))
     assert len(atoms) == 72
     atoms.calc = ETGNNCalculator(small_model(dtype=torch.float32))  # direct forces + energy head
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(atoms, 300, np.random.default_rng(0))
     for dyn in (Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False,
                          rng=np.random.default_rng(1)),
                 VelocityVerlet(atoms, 0.5 * units.fs)):
@@ -287,17 +288,18 @@ def test_md_langevin_and_verlet_on_72_atom_quartz(tmp_path, quartz_perturbed):
 def test_nve_momentum_conserved_with_zero_net_force(quartz_perturbed):
     from ase import units
     from ase.md.verlet import VelocityVerlet
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ase_etgnn.dynamics import thermalize
 
     atoms = quartz_perturbed.copy()
     atoms.calc = ETGNNCalculator(small_model(zero_net_force=True), dtype="float64")
-    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    thermalize(atoms, 600, np.random.default_rng(0))
     p0 = atoms.get_momenta().sum(0)
     VelocityVerlet(atoms, 1.0 * units.fs).run(30)
     assert np.abs(atoms.get_momenta().sum(0) - p0).max() < 1e-10
     plain = quartz_perturbed.copy()
     plain.calc = ETGNNCalculator(small_model(), dtype="float64")
-    MaxwellBoltzmannDistribution(plain, temperature_K=600, rng=np.random.default_rng(0))
+    thermalize(plain, 600, np.random.default_rng(0))
     VelocityVerlet(plain, 1.0 * units.fs).run(30)
     assert np.abs(plain.get_momenta().sum(0) - p0).max() > 1e-8  # the option is what conserves it
 

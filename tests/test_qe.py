@@ -351,6 +351,29 @@ def test_qe_runner_uses_paths_relative_to_the_caller(tmp_path, monkeypatch):
     assert s.done == ["ex-1-0"], s.text()
 
 
+@pytest.mark.skipif(shutil.which("ldd") is None or shutil.which("ls") is None, reason="needs ldd and ls")
+def test_records_name_the_blas_and_lapack_that_pw_x_loads(tmp_path):
+    """Provenance ``linear_algebra``: the real library files behind the sonames (ldd), so that records
+    computed under reference BLAS and under OpenBLAS (the Debian alternatives) can be told apart."""
+    runner = qe_runner.QERunner(mpirun=())
+    libc = runner.linked_libraries("ls", sonames=("libc.so.6",))
+    assert libc is not None and os.path.isabs(libc["libc.so.6"]) and os.path.exists(libc["libc.so.6"])
+    assert runner.linked_libraries("no-such-program.x") is None
+
+    class NamedBLAS(FakeQE):
+        def linked_libraries(self, program):
+            assert program == "pw.x"
+            return {"libblas.so.3": "/opt/blas/libopenblas.so"}
+
+    s = dfpt.run_generation(_example_cfg(tmp_path, n_structures=1), runner=NamedBLAS(), log=lambda m: None,
+                            check_pseudos=False)
+    assert s.done == ["ex-1-0"]
+    from ase_etgnn.records import iter_records
+
+    (_, _, prov), = iter_records(tmp_path / "d.h5", properties=())
+    assert prov["linear_algebra"] == {"libblas.so.3": "/opt/blas/libopenblas.so"}
+
+
 @pytest.mark.skipif(shutil.which("mpirun") is None or len(os.sched_getaffinity(0)) < 2,
                     reason="needs mpirun and at least two usable cores")
 def test_default_mpirun_does_not_pin_single_process_jobs_to_one_core(tmp_path):

@@ -319,6 +319,43 @@ def test_extend_split_keeps_old_assignments_and_splits_new_records_per_group(tea
     assert out.read_text() == before
 
 
+def test_carry_split_keeps_each_source_data_sets_subsets_in_the_merged_set(tmp_path, capsys):
+    """A joint model's split: every record merged from a source keeps the subset of that source's split (its
+    test records stay test); records the source split never placed are split anew; a source that contributed
+    nothing is refused."""
+    from ase_etgnn.cli import main
+    from ase_etgnn.records import iter_records
+
+    sources, splits = [], []
+    for name, seed, n in (("a", 0, 10), ("b", 1, 8)):
+        path = tmp_path / f"{name}.h5"
+        append_records(path, [(a, {"forces": np.full((3, 3), float(seed))}, {"tag": name}, f"{name}{i}")
+                              for i, a in enumerate(_structures(n, seed))])
+        split = {"train": list(range(0, n - 4)), "val": [n - 4], "test": [n - 3, n - 2]}  # n - 1: appended later
+        sp = tmp_path / f"{name}_split.json"
+        sp.write_text(json.dumps(split))
+        sources.append(path)
+        splits.append((sp, split))
+    joint = tmp_path / "joint.h5"
+    assert main(["dataset", "import", str(sources[1]), str(sources[0]), "-o", str(joint)]) == 0  # b first
+    out = tmp_path / "joint.json"
+    carry = [arg for src, (sp, _) in zip(sources, splits) for arg in ("--carry", f"{src}={sp}")]
+    assert main(["dataset", "split", str(joint), "-o", str(out), "--seed", "5", *carry]) == 0
+    joint_split = json.loads(out.read_text())
+    keys = [p["key"] for _, _, p in iter_records(joint, properties=())]
+    for (_, split), name in zip(splits, "ab"):
+        for subset, idx in split.items():
+            assert {keys.index(f"{name}{i}") for i in idx} <= set(joint_split[subset]), (name, subset)
+    assert sorted(i for v in joint_split.values() for i in v) == list(range(18))  # a9, b7 placed anew
+    capsys.readouterr()
+    other = tmp_path / "c.h5"
+    append_records(other, [(a, {"forces": np.zeros((3, 3))}, {}, f"c{i}") for i, a in enumerate(_structures(2, 9))])
+    (tmp_path / "c_split.json").write_text(json.dumps({"train": [0], "val": [1], "test": []}))
+    assert main(["dataset", "split", str(joint), "-o", str(tmp_path / "x.json"),
+                 "--carry", f"{other}={tmp_path / 'c_split.json'}"]) == 2
+    assert "no record of" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
 def test_init_from_starts_at_the_file_weights_and_checks_settings(teacher_data, tmp_path):
     """Fine-tuning: epoch 0 of the new run is the old model (same val loss), architecture from the file."""
     first = train(_config(teacher_data, tmp_path / "first", epochs=3, lr=5e-3))

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..records import count_records
 
-__all__ = ["SUBSETS", "valid_fractions", "split_indices", "extend_split", "read_split", "check_split_fits",
-           "load_split", "indices_from_spec", "bootstrap_sample"]
+__all__ = ["SUBSETS", "valid_fractions", "split_indices", "extend_split", "carry_split", "read_split",
+           "check_split_fits", "load_split", "indices_from_spec", "bootstrap_sample"]
 
 #: the subsets of a split, in order
 SUBSETS = ("train", "val", "test")
@@ -69,6 +69,20 @@ def extend_split(previous: Mapping[str, Sequence[int]], n: int, fractions: Seque
         for name in out:
             out[name].extend(members[j] for j in part[name])
     return {name: sorted(v) for name, v in out.items()}
+
+
+def carry_split(origins: Sequence[Optional[Tuple[str, str]]],
+                sources: Mapping[str, Mapping[str, str]]) -> Dict[str, List[int]]:
+    """Subsets of a merged data set's records taken from the splits of the data sets they came from: record
+    ``i`` with ``origins[i] = (source, key)`` goes where ``sources[source][key]`` (a subset name) puts it; records
+    of other sources, or not in their source's split, stay unassigned (``extend_split`` places them). A joint
+    model trained on the result never sees a record that one of the separate models was tested on.
+    """
+    out: Dict[str, List[int]] = {name: [] for name in SUBSETS}
+    for i, origin in enumerate(origins):
+        if origin is not None and origin[0] in sources and origin[1] in sources[origin[0]]:
+            out[sources[origin[0]][origin[1]]].append(i)
+    return out
 
 
 def read_split(path: str) -> Dict[str, List[int]]:
