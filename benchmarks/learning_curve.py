@@ -9,12 +9,13 @@ records varies); the validation and test parts of ``--split`` are used unchanged
 training records in a fixed seeded order, followed by the randomly drawn DFPT records (tags ``--later-tags``)
 computed after the split, in the order they were computed; the sets are nested (the 25 are among the 50) and a
 size stays the same set when more records are computed. ``all`` is the whole pool at the time of the call.
-Actively selected records (tag ``al-1``) are not in the pool: they are not a random draw. Each N is a run directory ``OUT/N<N>`` trained with
-``--recipe`` (stage 1's recipe from scratch by default; ``--epochs`` overrides its epoch count), so the runs
-resume where they stopped (rerun the same command). Finished runs are evaluated on the test split with
-``etgnn evaluate``'s metrics; the report prints MAE of BEC (e), eps_inf and forces (eV/A) against N, fits
-``MAE = a N^-b`` (log-log least squares) per property, states the N the fit needs for BEC 5e-3 e and writes a
-log-log plot with the paper's SiO2 point (about 2,400 structures: BEC 4.28e-3 e, eps_inf 1.98e-3).
+Actively selected records (tag ``al-1``) are not in the pool: they are not a random draw. Each N is a run
+directory ``OUT/N<N>`` trained with ``--recipe`` (stage 1's recipe from scratch by default; ``--epochs``
+overrides its epoch count), so the runs resume where they stopped (rerun the same command). Finished runs are
+evaluated on the test split with ``etgnn evaluate``'s metrics; the report prints MAE of BEC (e), eps_inf and
+forces (eV/A) against N, fits ``MAE = a N^-b`` (log-log least squares) per property, states the N the fit needs
+for BEC 5e-3 e and writes a log-log plot with the paper's SiO2 point (about 2,400 structures: BEC 4.28e-3 e,
+eps_inf 1.98e-3).
 """
 from __future__ import annotations
 
