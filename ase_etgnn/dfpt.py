@@ -15,7 +15,8 @@ structure is computed in ``workdir/<key>/`` guarded by ``workdir/<key>/.lock`` (
 a lock whose process is dead on this host is taken over), so two single-process jobs can share one data
 set. Every finished record is also appended to ``workdir/records.jsonl`` before it goes to HDF5; records
 that could not be written to HDF5 (e.g. the file was locked by a broken writer) are flushed there on the
-next run. Failed structures are moved to ``workdir/failed/<key>-<time>/`` with their QE logs, listed in
+next run with the same ``--output`` (each line names its data set, so jobs for different data sets can share
+a workdir without copying each other's records). Failed structures are moved to ``workdir/failed/<key>-<time>/`` with their QE logs, listed in
 the summary and not retried unless ``--retry-failed``; a run that leaves failed structures (now or from
 earlier runs) exits with status 1.
 
@@ -188,21 +189,39 @@ def generate_structures(config: GenerationConfig) -> List[Tuple[str, int, Atoms,
 
 # -------------------------------------------------------------------------------------------- store
 class _Store:
-    """HDF5 data set plus a JSON-lines backup/queue of finished records in the workdir."""
+    """HDF5 data set plus a JSON-lines backup/queue of finished records in the workdir.
 
-    def __init__(self, output: Path, workdir: Path) -> None:
+    Several jobs may share one workdir while writing to different data sets (e.g. SiO2 and Al2O3): every
+    queued line names its data set (``"output"``, the resolved path), and a job reads, flushes and counts
+    as done only the lines of its own ``output``. Lines written before this field existed name no data set
+    and are left alone (reported once).
+    """
+
+    def __init__(self, output: Path, workdir: Path, log: Callable[[str], None] = lambda s: None) -> None:
         self.output = output
+        self.target = os.path.realpath(output)
         self.jsonl = workdir / "records.jsonl"
+        self._log = log
+        self._reported_legacy = False
 
     def _jsonl_records(self) -> List[dict]:
+        """Queued records of this store's output file."""
         if not self.jsonl.exists():
             return []
-        recs = []
+        recs, legacy = [], 0
         for line in self.jsonl.read_text().splitlines():
             try:
-                recs.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a crash: ignore
                 continue
+            if "output" not in rec:
+                legacy += 1
+            elif rec["output"] == self.target:
+                recs.append(rec)
+        if legacy and not self._reported_legacy:
+            self._reported_legacy = True
+            self._log(f"[dfpt] note: {legacy} lines of {self.jsonl} name no data set (written by an older "
+                      f"version); they are not copied into {self.output}")
         return recs
 
     def hdf5_keys(self) -> Set[str]:
@@ -220,6 +239,7 @@ class _Store:
         """Backup to JSONL, then append to HDF5. Returns True when the HDF5 append succeeded."""
         rec = {
             "key": key,
+            "output": self.target,
             "numbers": atoms.numbers.tolist(),
             "positions": atoms.get_positions().tolist(),
             "cell": np.asarray(atoms.cell).tolist(),
@@ -418,7 +438,7 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
     runner = runner if runner is not None else QERunner(config.nprocs, config.timeout_s)
     workdir = Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    store = _Store(Path(config.output), workdir)
+    store = _Store(Path(config.output), workdir, log)
     pseudo_md5 = _check_pseudos(config.pseudo_dir) if check_pseudos else dict(qe.PSEUDO_MD5)
     store.flush()
     summary = GenerationSummary()

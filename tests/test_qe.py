@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +317,30 @@ def test_hdf5_failure_keeps_records_in_jsonl_queue(tmp_path, monkeypatch):
     assert fake.calls == [] and records.record_keys(cfg.output) == {"ex-1-0"}
 
 
+
+def test_jobs_for_different_data_sets_share_a_workdir(tmp_path):
+    """A job writing b.h5 in the workdir of a job that wrote a.h5 copies none of a.h5's queued records (it did
+    once: the ideal corundum file received 71 SiO2 records) and does not take a.h5's keys as done; lines of
+    an older version without ``output`` are left alone, with one note."""
+    from ase_etgnn import records
+
+    cfg_a = _example_cfg(tmp_path, n_structures=2, run_ph=False)
+    dfpt.run_generation(cfg_a, runner=FakeQE(), log=lambda m: None, check_pseudos=False)
+    jsonl = Path(cfg_a.workdir) / "records.jsonl"
+    legacy = json.loads(jsonl.read_text().splitlines()[0])
+    legacy.pop("output", None)
+    legacy["key"] = "old-1-0"
+    with open(jsonl, "a") as fh:
+        fh.write(json.dumps(legacy) + "\n")
+    cfg_b = dataclasses.replace(cfg_a, output=str(tmp_path / "b.h5"))
+    fake, messages = FakeQE(), []
+    dfpt.run_generation(cfg_b, runner=fake, log=messages.append, check_pseudos=False)
+    assert records.record_keys(cfg_b.output) == {"ex-1-0", "ex-1-1"}  # computed for b.h5, not copied
+    assert [c[0] for c in fake.calls] == ["pw.x", "pw.x"]
+    assert records.record_keys(cfg_a.output) == {"ex-1-0", "ex-1-1"}
+    notes = [m for m in messages if "name no data set" in m]
+    assert len(notes) == 1 and notes[0].startswith("[dfpt] note: 1 lines of")
+
 def test_cli_registration(tmp_path):
     parser = argparse.ArgumentParser(prog="etgnn")
     sub = parser.add_subparsers(dest="command")
@@ -410,7 +437,9 @@ def test_corundum_seed_is_the_primitive_r3c_cell():
 
     a = structures.corundum()
     assert a.get_chemical_formula() == "Al4O6" and all(a.pbc)
-    ds = spglib.get_symmetry_dataset((a.cell[:], a.get_scaled_positions(), a.numbers), symprec=1e-5)
+    with warnings.catch_warnings():  # spglib 2.x: DeprecationWarning about OLD_ERROR_HANDLING
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = spglib.get_symmetry_dataset((a.cell[:], a.get_scaled_positions(), a.numbers), symprec=1e-5)
     assert ds.number == 167
     al = np.array(a.get_chemical_symbols()) == "Al"
     d = a.get_all_distances(mic=True)[np.ix_(al, ~al)]  # [4, 6] Al-O
