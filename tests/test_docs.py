@@ -11,7 +11,11 @@ PHONONS_MODULES = ("phonopy", "matplotlib", "ase_etgnn.spectra")
 
 
 def _needs_phonons(script: Path) -> bool:
+    """``script`` or an ``examples/_helper.py`` it imports imports a module of the ``[phonons]`` extra."""
     text = script.read_text()
+    helpers = re.findall(r"^\s*from\s+(_[a-z]\w*)\s+import", text, re.M)
+    if any(_needs_phonons(script.parent / f"{h}.py") for h in helpers):
+        return True
     return any(re.search(rf"^\s*(from|import)\s+{re.escape(m)}\b", text, re.M) for m in PHONONS_MODULES)
 
 
@@ -30,6 +34,7 @@ def test_readme_main_command_installs_what_its_examples_need():
     extras = set(re.findall(r"\.\[([\w,]+)\]", main_cmd)[0].split(",")) if ".[" in main_cmd else set()
     mentioned = sorted(set(re.findall(r"examples/(\w+\.py)", readme)))
     assert "quartz_ir_raman.py" in mentioned and "quartz_calculator.py" in mentioned
+    assert _needs_phonons(ROOT / "examples" / "quartz_ir_raman.py")  # through examples/_gamma_ir_raman.py
     for name in mentioned:
         script = ROOT / "examples" / name
         assert script.is_file(), name

@@ -643,6 +643,62 @@ def test_examples_run_with_toy_calculator(tmp_path):
     assert len(read_md_record(tmp_path / "md" / "md.traj")) == 61
 
 
+
+def corundum_toy() -> Tuple[Atoms, ToyPolar]:
+    """The corundum seed (R-3c) with Al-O springs, random per-species charges and eps0 (symmetrised by NAC)."""
+    from ase_etgnn.structures import corundum
+
+    atoms = corundum()
+    rng = np.random.default_rng(5)
+    z_al = 2.9 * np.eye(3) + 0.3 * rng.normal(size=(3, 3))
+    z_o = -2.0 / 3.0 * z_al + 0.2 * rng.normal(size=(3, 3))
+    calc = ToyPolar(atoms, cutoff=2.0, kc=20.0, kt=4.0, charges={"Al": z_al, "O": z_o},
+                    eps0=3.1 * np.eye(3) + 0.1 * rng.normal(size=(3, 3)))
+    return atoms, calc
+
+
+def test_sapphire_example_d3d_irreps_selection_rules_and_experiment_table(tmp_path, monkeypatch):
+    """Sapphire (D3d) with a toy calculator: the 27 optical modes split into 2 A1g + 5 Eg + 3 A2g + 2 A1u +
+    2 A2u + 4 Eu; only A2u/Eu absorb in the IR (LO along z for A2u, in the plane for Eu), only A1g/Eg scatter
+    Raman, g modes have no LO; the experiment table pairs all 13 measured groups; eps_inf is set against the
+    DFPT record of the ideal cell."""
+    from ase_etgnn.records import append_record
+
+    atoms, calc = corundum_toy()
+    sapphire = _load_example("sapphire_ir_raman")
+    reference = tmp_path / "ideal.h5"
+    append_record(reference, atoms, {"dielectric_tensor": 3.2 * np.eye(3)}, {"tag": "ideal-corundum"}, key="k")
+    monkeypatch.setattr(sapphire, "DFPT_REFERENCE", reference)
+    rows = sapphire.main(["--out", str(tmp_path / "s"), "--supercell", "1", "1", "1"], calc=calc)
+    summary = json.loads((tmp_path / "s" / "sapphire_summary.json").read_text())
+    groups = summary["mode_groups"]
+    count = {k: sum(g["irrep"] == k for g in groups) for k in ("A1g", "Eg", "A2g", "A1u", "A2u", "Eu")}
+    assert count == {"A1g": 2, "Eg": 5, "A2g": 3, "A1u": 2, "A2u": 2, "Eu": 4}
+    assert sum(len(g["modes"]) for g in groups) == 27 == len(rows) - 3
+    ir_max = max(g["ir_intensity_km_mol"] for g in groups)
+    raman_max = max(g["raman_activity_A4_amu"] for g in groups)
+    for g in groups:
+        polar, raman = g["irrep"] in ("A2u", "Eu"), g["irrep"] in ("A1g", "Eg")
+        assert (g["ir_intensity_km_mol"] > 1e-3 * ir_max) == polar, g
+        assert (g["raman_activity_A4_amu"] > 1e-6 * raman_max) == raman, g
+        assert (g["lo_q||z_cm1"] is not None) == (g["irrep"] == "A2u"), g
+        assert (g["lo_q||x_cm1"] is not None) == (g["irrep"] == "Eu"), g
+        assert len(g["modes"]) == (2 if g["irrep"].startswith("E") else 1)
+    assert [m["irrep"] for m in summary["experiment"]] == ["A1g"] * 2 + ["Eg"] * 5 + ["A2u"] * 2 + ["Eu"] * 4
+    for m in summary["experiment"]:
+        assert m["difference_cm1"] == pytest.approx(m["computed_cm1"] - m["experiment_cm1"])
+    assert summary["eps_inf_minus_dfpt_max_abs"] == pytest.approx(
+        np.abs(np.array(summary["eps_inf_experimental_geometry"]) - 3.2 * np.eye(3)).max())
+
+
+def test_match_experiment_refuses_a_different_number_of_groups():
+    from ase_etgnn.spectra import match_experiment
+
+    groups = [{"irrep": "Eg", "to_cm1": 400.0, "ir_intensity_km_mol": 0.0, "raman_activity_A4_amu": 1.0}]
+    assert match_experiment(groups, {"Eg": [378]})[0]["difference_cm1"] == pytest.approx(22.0)
+    with pytest.raises(ValueError, match="irrep A1g: 0 computed mode groups, 2 measured values"):
+        match_experiment(groups, {"A1g": [418, 645]})
+
 # ---------------------------------------------------------------------------------------------
 # LO/TO pairing and imaginary-frequency check (issue 17)
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ __all__ = [
     "gamma_modes",
     "degenerate_groups",
     "imaginary_qpoints",
+    "band_path",
 ]
 
 ArrayLike = Union[np.ndarray, Sequence]
@@ -349,6 +350,48 @@ def imaginary_qpoints(phonon, qpoints: ArrayLike, threshold_cm1: float = -5.0) -
     low = freqs.min(axis=1)  # [n]
     return [{"q": q[i].tolist(), "index": int(i), "frequency_cm1": float(low[i])}
             for i in np.nonzero(low < threshold_cm1)[0]]
+
+
+def band_path(phonon, path: Sequence[Tuple[str, Sequence[float]]], n_per_segment: int = 20,
+              threshold_cm1: float = -5.0) -> Dict[str, Any]:
+    """Frequencies along straight segments between labelled q-points, and the imaginary ones among them.
+
+    Args:
+        phonon: phonopy object with force constants (NAC parameters used if set).
+        path: ``[(label, q), ...]``, q in reduced coordinates of the primitive cell's reciprocal lattice;
+            consecutive points are joined by straight segments.
+        n_per_segment: q-points per segment after its first.
+        threshold_cm1: passed to :func:`imaginary_qpoints`; each of its entries gets ``"segment"``.
+
+    Returns:
+        ``{"q": [n, 3] reduced, "distance": [n] 1/A (without 2 pi), "frequencies_cm1": [n, 3N],
+        "ticks": [len(path)] distances of the labelled points, "labels", "imaginary"}``.
+    """
+    if len(path) < 2:
+        raise ValueError("band_path needs at least two labelled q-points")
+    rec = np.linalg.inv(np.asarray(phonon.primitive.cell, dtype=np.float64)).T  # [3, 3] rows: b_i / 2 pi
+    qpts: List[np.ndarray] = []
+    segment: List[str] = []
+    dist: List[float] = []
+    ticks = [0.0]
+    x = 0.0
+    for (n0, q0), (n1, q1) in zip(path[:-1], path[1:]):
+        steps = np.linspace(0.0, 1.0, n_per_segment + 1)
+        for t in steps[1:] if qpts else steps:
+            q = (1.0 - t) * np.asarray(q0, dtype=np.float64) + t * np.asarray(q1, dtype=np.float64)  # [3]
+            if qpts:
+                x += float(np.linalg.norm((q - qpts[-1]) @ rec))
+            qpts.append(q)
+            segment.append(f"{n0}-{n1}")
+            dist.append(x)
+        ticks.append(x)
+    q_all = np.array(qpts)  # [n, 3]
+    freqs = np.asarray(phonon.run_qpoints(q_all).frequencies, dtype=np.float64) * THZ_TO_CM1  # [n, 3N]
+    bad = imaginary_qpoints(phonon, q_all, threshold_cm1)
+    for b in bad:
+        b["segment"] = segment[b["index"]]
+    return {"q": q_all, "distance": np.array(dist), "frequencies_cm1": freqs, "ticks": ticks,
+            "labels": [n for n, _ in path], "imaginary": bad}
 
 
 def degenerate_groups(frequencies: ArrayLike, tol: float = 1e-2) -> List[List[int]]:

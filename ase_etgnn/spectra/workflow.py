@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 from scipy.optimize import linear_sum_assignment
 
@@ -13,7 +14,29 @@ from .phonons import GammaModes, _cartesian_to_reduced_q, degenerate_groups, gam
 from .raman import RamanTensors, raman_tensors
 from .units import THZ_TO_CM1
 
-__all__ = ["GammaSpectra", "gamma_spectroscopy", "LOTOPair", "lo_to_pairs", "mode_groups"]
+__all__ = ["GammaSpectra", "gamma_spectroscopy", "LOTOPair", "lo_to_pairs", "mode_groups", "mode_group_table",
+           "relax_positions"]
+
+
+def relax_positions(atoms: Atoms, calc: Calculator, fmax: float = 0.01, steps: int = 200) -> Atoms:
+    """Relax the internal coordinates (cell fixed) keeping the space group (``FixSymmetry``, BFGS).
+
+    Args:
+        fmax: force threshold (eV/A).
+    Returns:
+        a new Atoms without calculator or constraint; ``atoms`` is left as it was.
+    """
+    from ase.constraints import FixSymmetry
+    from ase.optimize import BFGS
+
+    work = atoms.copy()
+    work.calc = calc
+    work.set_constraint(FixSymmetry(work))
+    BFGS(work, logfile="-").run(fmax=fmax, steps=steps)
+    out = work.copy()
+    out.set_constraint()
+    out.calc = None
+    return out
 
 
 @dataclass
@@ -169,3 +192,33 @@ def lo_to_pairs(spectra: GammaSpectra, phonon, q_direction: Sequence[float], *, 
                               to_indices=tuple(int(s) for s in g), irrep=lab, overlap=float(ov[r, k]),
                               irrep_weight=w_irrep))
     return sorted(pairs, key=lambda p: p.to_cm1)
+
+
+def mode_group_table(spectra: GammaSpectra, pairs: Dict[str, List[LOTOPair]]) -> List[Dict[str, Any]]:
+    """One row per irrep group of optical modes (degenerate partners summed), ascending frequency.
+
+    Args:
+        spectra: from :func:`gamma_spectroscopy` (with Raman for ``raman_activity_A4_amu``; 0 without).
+        pairs: ``{name: lo_to_pairs(spectra, phonon, q)}`` per q direction.
+
+    Returns:
+        dicts with ``irrep``, ``modes`` (indices), ``to_cm1``, ``ir_intensity_km_mol``, ``raman_activity_A4_amu``
+        and, per direction name, ``lo_<name>_cm1`` / ``lo_<name>_irrep`` (None: no LO partner along it).
+    """
+    rows = spectra.table()
+    lo_of = {name: {p.to_indices: p for p in plist} for name, plist in pairs.items()}
+    out = []
+    for g in mode_groups(spectra.modes):
+        if any(rows[s]["acoustic"] for s in g):
+            continue
+        row: Dict[str, Any] = {
+            "irrep": rows[g[0]]["irrep"], "modes": list(g),
+            "to_cm1": float(np.mean([rows[s]["frequency_cm1"] for s in g])),
+            "ir_intensity_km_mol": float(sum(rows[s]["ir_intensity_km_mol"] for s in g)),
+            "raman_activity_A4_amu": float(sum(rows[s].get("raman_activity_A4_amu", 0.0) for s in g))}
+        for name in pairs:
+            p = lo_of[name].get(tuple(g))
+            row[f"lo_{name}_cm1"] = None if p is None else p.lo_cm1
+            row[f"lo_{name}_irrep"] = None if p is None else p.irrep
+        out.append(row)
+    return out
