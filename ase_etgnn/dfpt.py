@@ -187,6 +187,27 @@ def generate_structures(config: GenerationConfig) -> List[Tuple[str, int, Atoms,
     return out
 
 
+def write_structures(config: GenerationConfig, path: str) -> int:
+    """Write the structures of ``config`` (those a QE job would compute, same keys) to the extxyz ``path``.
+
+    ``atoms.info`` holds ``key``, ``index``, ``rms`` (A), ``strain`` (3x3, flattened) and ``seed_file``. An
+    existing ``path`` is refused (``ValueError``). Returns 0 (CLI exit status).
+    """
+    from ase.io import write
+
+    if os.path.exists(path):
+        raise ValueError(f"{path} exists: choose another --write-structures file")
+    frames = []
+    for key, index, atoms, info in generate_structures(config):
+        a = atoms.copy()
+        a.info.update({"key": key, "index": index, "rms": float(info["rms"]),
+                       "strain": np.asarray(info["strain"], dtype=float).ravel(), "seed_file": str(info["seed_file"])})
+        frames.append(a)
+    write(path, frames, format="extxyz")
+    print(f"[dfpt] {config.tag}: wrote {len(frames)} structures to {path} (no QE run)", flush=True)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- store
 class _Store:
     """HDF5 data set plus a JSON-lines backup/queue of finished records in the workdir.
@@ -555,6 +576,9 @@ def _add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=6 * 3600.0, help="limit of one QE run (s)")
     p.add_argument("--keep-scratch", action="store_true")
     p.add_argument("--max-consecutive-failures", type=int, default=3)
+    p.add_argument("--write-structures", metavar="FILE",
+                   help="write the job's structures to FILE (extxyz; key, index, rms, strain and seed file in "
+                        "atoms.info) and stop without running QE: a candidate pool for `etgnn select`")
     p.set_defaults(func=_cmd_generate)
     return p
 
@@ -571,6 +595,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed, pseudo_dir=args.pseudo_dir, timeout_s=args.timeout,
             keep_scratch=args.keep_scratch, max_consecutive_failures=args.max_consecutive_failures,
         )
+        if args.write_structures:
+            return write_structures(config, args.write_structures)
         with interrupt_on_signals():
             summary = run_generation(config)
     except (ValueError, FileNotFoundError) as err:

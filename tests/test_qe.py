@@ -341,6 +341,25 @@ def test_jobs_for_different_data_sets_share_a_workdir(tmp_path):
     notes = [m for m in messages if "name no data set" in m]
     assert len(notes) == 1 and notes[0].startswith("[dfpt] note: 1 lines of")
 
+
+def test_write_structures_is_the_pool_a_job_would_compute(tmp_path, capsys):
+    """`dfpt generate --write-structures FILE` writes exactly the structures (and keys) of the job, runs no QE,
+    and refuses to overwrite a file."""
+    cfg = _example_cfg(tmp_path, n_structures=4, rms_range=(0.02, 0.12), strain_max=0.02, start_index=7)
+    out = tmp_path / "pool.extxyz"
+    argv = ["generate", "--seeds", *cfg.seeds, "--n-structures", "4", "--start-index", "7", "--seed", "1",
+            "--tag", "ex", "--workdir", cfg.workdir, "--output", cfg.output, "--write-structures", str(out)]
+    assert dfpt.main(argv) == 0
+    frames = read(out, ":")
+    expected = dfpt.generate_structures(cfg)
+    assert [f.info["key"] for f in frames] == [k for k, *_ in expected] == [f"ex-1-{i}" for i in range(7, 11)]
+    for f, (_, index, atoms, info) in zip(frames, expected):
+        np.testing.assert_allclose(f.positions, atoms.positions, atol=1e-8)
+        np.testing.assert_allclose(f.cell[:], atoms.cell[:], atol=1e-8)
+        assert f.info["index"] == index and abs(f.info["rms"] - info["rms"]) < 1e-8
+    assert not Path(cfg.output).exists() and not Path(cfg.workdir).exists()  # no QE job ran
+    assert dfpt.main(argv) == 2 and "exists" in capsys.readouterr().err
+
 def test_cli_registration(tmp_path):
     parser = argparse.ArgumentParser(prog="etgnn")
     sub = parser.add_subparsers(dest="command")
