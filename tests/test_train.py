@@ -429,6 +429,30 @@ def test_committee_member_settings_reinit_heads_and_bootstrap(teacher_data, tmp_
     assert resume_changes(old, cfg) == ["bootstrap", "reinit_heads"]
 
 
+
+def test_train_heads_refits_named_heads_and_keeps_every_other_weight(teacher_data, tmp_path):
+    """train_heads: the named tensor heads change, the trunk and the other heads stay bit-identical (forces and
+    energy of the exported model are those of init_from); it needs init_from and a head the model has."""
+    from ase_etgnn import load_model
+
+    first = train(_config(teacher_data, tmp_path / "first", epochs=1))
+    cfg = _config(teacher_data, tmp_path / "heads", epochs=2, model={}, init_from=first.best_path, lr=5e-3,
+                  train_heads=["born_effective_charges", "dielectric_tensor"],
+                  early_stopping_patience=0)
+    refit = train(cfg)
+    before = load_model(first.best_path).state_dict()
+    last = torch.load(Path(refit.best_path).parent / "checkpoint.pt", weights_only=True)["model"]  # epoch 2
+    changed = {k for k in before if not torch.equal(before[k], last[k])}
+    assert changed, "nothing was trained"
+    after = load_model(refit.best_path).state_dict()  # best.pt: the start or a later epoch, same rule
+    assert {k for k in before if not torch.equal(before[k], after[k])} <= changed
+    assert all(k.startswith(("heads_.born_effective_charges.", "heads_.dielectric_tensor.")) for k in changed)
+    assert any(k.startswith("heads_.dielectric_tensor.") for k in changed)
+    with pytest.raises(ValueError, match="train_heads needs init_from"):
+        _config(teacher_data, tmp_path / "bad", train_heads=["born_effective_charges"])
+    with pytest.raises(ValueError, match="train_heads: 'trunk' is not a model head"):
+        _config(teacher_data, tmp_path / "bad", init_from=first.best_path, model={}, train_heads=["trunk"])
+
 def test_evaluate_cli_json_and_plots(teacher_data, tmp_path):
     from ase_etgnn.cli import main
 

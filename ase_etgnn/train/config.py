@@ -53,6 +53,9 @@ class TrainConfig:
             ``species``/``heads``/``[model]`` may be left out and must agree with the file if given.
         reinit_heads: heads of the ``init_from`` model whose weights are drawn afresh from ``seed`` (its
             normalisation kept): committee members that share a trunk but not their heads.
+        train_heads: heads of the ``init_from`` model whose weights alone are trained; the trunk and every
+            other head keep the file's weights exactly (e.g. refit the Born-charge and dielectric heads of a
+            model whose forces must not change).  Empty: every weight is trained.
         bootstrap: train on a resample of the training split drawn with replacement from ``seed`` (as many
             draws as records; about 63 % distinct): committee members that saw different data.
         lr, weight_decay: AdamW.  lr_factor, lr_patience, min_lr: ReduceLROnPlateau on the val loss.
@@ -82,6 +85,7 @@ class TrainConfig:
     split_file: Optional[str] = None
     init_from: Optional[str] = None
     reinit_heads: Tuple[str, ...] = ()
+    train_heads: Tuple[str, ...] = ()
     bootstrap: bool = False
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -101,8 +105,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # coerce containers coming from TOML/YAML lists
-        object.__setattr__(self, "reinit_heads", tuple(str(x) for x in (
-            [self.reinit_heads] if isinstance(self.reinit_heads, str) else self.reinit_heads)))
+        for name in ("reinit_heads", "train_heads"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, tuple(str(x) for x in ([v] if isinstance(v, str) else v)))
         for name in ("heads", "species"):
             v = getattr(self, name)
             if v is not None:
@@ -133,9 +138,12 @@ class TrainConfig:
             errs.append(f"loss_weights: '{FORCES_CONSERVATIVE}' needs forces_mode = 'joint'")
         if self.reinit_heads and self.init_from is None:
             errs.append("reinit_heads needs init_from (the model whose other weights are kept)")
-        for h in self.reinit_heads:
-            if h not in TENSOR_HEADS:
-                errs.append(f"reinit_heads: {h!r} is not a model head (choose from {list(TENSOR_HEADS)})")
+        if self.train_heads and self.init_from is None:
+            errs.append("train_heads needs init_from (the model whose other weights are kept)")
+        for key in ("reinit_heads", "train_heads"):
+            for h in getattr(self, key):
+                if h not in TENSOR_HEADS:
+                    errs.append(f"{key}: {h!r} is not a model head (choose from {list(TENSOR_HEADS)})")
         if self.forces_mode not in FORCES_MODES:
             errs.append(f"forces_mode must be one of {list(FORCES_MODES)}, got {self.forces_mode!r}")
         for k in ("species", "heads", "seed", "dtype", "device"):
@@ -155,7 +163,7 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("heads", "species", "split", "reinit_heads"):
+        for k in ("heads", "species", "split", "reinit_heads", "train_heads"):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -70,6 +70,20 @@ class BestSoFar:
         return False
 
 
+def trainable_parameters(model, train_heads: Sequence[str]) -> List[torch.nn.Parameter]:
+    """Every parameter of ``model``, or only those of the heads ``train_heads``: the others are frozen
+    (``requires_grad = False``), so they keep their values exactly."""
+    if not train_heads:
+        return list(model.parameters())
+    missing = [h for h in train_heads if h not in model.heads_]
+    if missing:
+        raise ValueError(f"train_heads: the model has no head {missing[0]!r} (heads: {list(model.heads_)})")
+    keep = {id(p) for h in train_heads for p in model.heads_[h].parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return [p for p in model.parameters() if id(p) in keep]
+
+
 class Trainer:
     """Epochs, validation, checkpoints and ``best.pt`` of one run (built by :func:`train`).
 
@@ -87,7 +101,8 @@ class Trainer:
         # masked losses keep every head in the graph; only heads without a loss term are unused
         self.net = (wrap_ddp(predictor, device, any(h not in terms.names for h in origin.heads)) if world > 1
                     else predictor)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.opt = torch.optim.AdamW(trainable_parameters(self.model, config.train_heads), lr=config.lr,
+                                     weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
         self.best = BestSoFar()
