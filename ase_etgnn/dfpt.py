@@ -16,9 +16,9 @@ a lock whose process is dead on this host is taken over), so two single-process 
 set. Every finished record is also appended to ``workdir/records.jsonl`` before it goes to HDF5; records
 that could not be written to HDF5 (e.g. the file was locked by a broken writer) are flushed there on the
 next run with the same ``--output`` (each line names its data set, so jobs for different data sets can share
-a workdir without copying each other's records). Failed structures are moved to ``workdir/failed/<key>-<time>/`` with their QE logs, listed in
-the summary and not retried unless ``--retry-failed``; a run that leaves failed structures (now or from
-earlier runs) exits with status 1.
+a workdir without copying each other's records). Failed structures are moved to
+``workdir/failed/<key>-<time>/`` with their QE logs, listed in the summary and not retried unless
+``--retry-failed``; a run that leaves failed structures (now or from earlier runs) exits with status 1.
 
 Processes (:mod:`ase_etgnn.qe_runner`): every QE run (mpirun and its pw.x/ph.x) is started in its own
 session and every process of that session is stopped when the driver is interrupted (Ctrl-C, SIGTERM,
