@@ -9,10 +9,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
-from typing import Any, Callable, Dict, Optional, Tuple
+import warnings
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,6 +48,15 @@ def crystal_system_from_number(number: int) -> str:
     if not 1 <= int(number) <= 230:
         raise ValueError(f"space-group number must be in 1..230, got {number}")
     return next(name for upper, name in zip(_LAST_SPACE_GROUP, CRYSTAL_SYSTEMS) if number <= upper)
+
+
+@contextlib.contextmanager
+def spglib_quietly() -> Iterator[None]:
+    """Calls to spglib inside this block do not warn ``DeprecationWarning`` about ``OLD_ERROR_HANDLING``
+    (spglib 2.x asks every caller to opt in to exceptions; its callers here check the returned value)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def resolve_dtype(name: str) -> torch.dtype:

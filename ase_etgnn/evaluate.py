@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import spglib
 import torch
 
-from .conventions import atomic_write, crystal_system_from_number
+from .conventions import atomic_write, crystal_system_from_number, spglib_quietly
 from .dataset import collate_batch, dataset_item
 from .records import RecordReader
 from .graph import atoms_to_graph
@@ -128,8 +127,7 @@ def property_metrics(name: str, pred: np.ndarray, target: np.ndarray, n_atoms: O
 def crystal_system(atoms, symprec: float = 1e-5) -> str:
     """Crystal system name of ``atoms`` from spglib's space-group number ("unknown" if spglib finds none)."""
     cell = (np.asarray(atoms.get_cell()), atoms.get_scaled_positions(), atoms.get_atomic_numbers())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with spglib_quietly():
         ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
     return "unknown" if ds is None else crystal_system_from_number(ds.number)
 

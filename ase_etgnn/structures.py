@@ -46,7 +46,6 @@ seed :func:`alpha_quartz` (Levien et al. origin, c = 5.4054 A).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -55,6 +54,8 @@ import spglib
 from ase import Atoms
 from ase.io import write
 from ase.spacegroup import crystal
+
+from .conventions import spglib_quietly
 
 __all__ = [
     "corundum",
@@ -108,8 +109,7 @@ def corundum() -> Atoms:
     hexagonal = crystal(["Al", "O"], basis=[(0.0, 0.0, 0.35216), (0.30624, 0.0, 0.25)], spacegroup=167,
                         cellpar=[4.7589, 4.7589, 12.991, 90, 90, 120])  # 30 atoms
     cell = (np.asarray(hexagonal.cell), hexagonal.get_scaled_positions(), hexagonal.numbers)
-    with warnings.catch_warnings():  # spglib 2.x: DeprecationWarning about OLD_ERROR_HANDLING
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with spglib_quietly():
         lattice, frac, numbers = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=1e-5)
     return Atoms(numbers=numbers, scaled_positions=frac, cell=lattice, pbc=True)  # [10 atoms]
 

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -454,10 +453,11 @@ def test_every_frame_of_a_multi_frame_seed_file_is_a_seed(tmp_path):
 def test_corundum_seed_is_the_primitive_r3c_cell():
     import spglib
 
+    from ase_etgnn.conventions import spglib_quietly
+
     a = structures.corundum()
     assert a.get_chemical_formula() == "Al4O6" and all(a.pbc)
-    with warnings.catch_warnings():  # spglib 2.x: DeprecationWarning about OLD_ERROR_HANDLING
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with spglib_quietly():
         ds = spglib.get_symmetry_dataset((a.cell[:], a.get_scaled_positions(), a.numbers), symprec=1e-5)
     assert ds.number == 167
     al = np.array(a.get_chemical_symbols()) == "Al"

@@ -1,7 +1,6 @@
 """Tests of ase_etgnn.symmetry: space-group projections, decompositions, GMTNet metrics."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import spglib
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
+from ase_etgnn.conventions import spglib_quietly
 from ase_etgnn.structures import IDEAL_CRYSTAL_SPACE_GROUPS, ideal_crystal_species, ideal_crystals
 from ase_etgnn.symmetry import (
     PART_DEGREES,
@@ -67,8 +67,7 @@ def spglib_space_groups(symprec: float = 1e-5) -> dict:
     found = {}
     for name, atoms in ideal_crystals().items():
         cell = (np.asarray(atoms.cell[:]), atoms.get_scaled_positions(), atoms.numbers)
-        with warnings.catch_warnings():  # spglib 2.x DeprecationWarning (OLD_ERROR_HANDLING)
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with spglib_quietly():
             ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
         found[name] = -1 if ds is None else int(ds.number)
     return found

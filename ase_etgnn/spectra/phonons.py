@@ -347,6 +347,11 @@ def imaginary_qpoints(phonon, qpoints: ArrayLike, threshold_cm1: float = -5.0) -
     if phonon.force_constants is None:
         raise ValueError("phonon has no force constants")
     freqs = np.asarray(phonon.run_qpoints(q).frequencies, dtype=np.float64) * THZ_TO_CM1  # [n, 3N] cm^-1
+    return _imaginary(q, freqs, threshold_cm1)
+
+
+def _imaginary(q: np.ndarray, freqs: np.ndarray, threshold_cm1: float) -> List[Dict[str, Any]]:
+    """:func:`imaginary_qpoints` from frequencies already computed: ``q`` [n, 3], ``freqs`` [n, 3N] cm^-1."""
     low = freqs.min(axis=1)  # [n]
     return [{"q": q[i].tolist(), "index": int(i), "frequency_cm1": float(low[i])}
             for i in np.nonzero(low < threshold_cm1)[0]]
@@ -361,7 +366,7 @@ def band_path(phonon, path: Sequence[Tuple[str, Sequence[float]]], n_per_segment
         path: ``[(label, q), ...]``, q in reduced coordinates of the primitive cell's reciprocal lattice;
             consecutive points are joined by straight segments.
         n_per_segment: q-points per segment after its first.
-        threshold_cm1: passed to :func:`imaginary_qpoints`; each of its entries gets ``"segment"``.
+        threshold_cm1: as for :func:`imaginary_qpoints`, whose entries ``"imaginary"`` lists, each with ``"segment"``.
 
     Returns:
         ``{"q": [n, 3] reduced, "distance": [n] 1/A (without 2 pi), "frequencies_cm1": [n, 3N],
@@ -387,7 +392,7 @@ def band_path(phonon, path: Sequence[Tuple[str, Sequence[float]]], n_per_segment
         ticks.append(x)
     q_all = np.array(qpts)  # [n, 3]
     freqs = np.asarray(phonon.run_qpoints(q_all).frequencies, dtype=np.float64) * THZ_TO_CM1  # [n, 3N]
-    bad = imaginary_qpoints(phonon, q_all, threshold_cm1)
+    bad = _imaginary(q_all, freqs, threshold_cm1)  # the same frequencies, not a second phonopy run
     for b in bad:
         b["segment"] = segment[b["index"]]
     return {"q": q_all, "distance": np.array(dist), "frequencies_cm1": freqs, "ticks": ticks,

@@ -40,7 +40,7 @@ import spglib
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from scipy.spatial import cKDTree
 
-from ..conventions import VOIGT_PAIRS, crystal_system_from_number
+from ..conventions import VOIGT_PAIRS, crystal_system_from_number, spglib_quietly
 from ..properties import PROPERTIES, loss_target
 
 __all__ = [
@@ -290,8 +290,7 @@ class CrystalSymmetry:
         frac = np.array(atoms.get_scaled_positions(wrap=True), dtype=np.float64)
         numbers = np.array(atoms.numbers, dtype=np.int64)
         try:
-            with warnings.catch_warnings():  # spglib 2.x: DeprecationWarning about OLD_ERROR_HANDLING
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with spglib_quietly():
                 ds = spglib.get_symmetry_dataset((cell, frac, numbers), symprec=symprec,
                                                  angle_tolerance=angle_tolerance)
                 err = (spglib.get_error_message() or "no dataset returned") if ds is None else ""
