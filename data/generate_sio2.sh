@@ -15,6 +15,7 @@ job_a() {
   $G --seeds $Q $C --tag sio2-pw       --seed 3 --n-structures 320 --rms 0.02 0.20 --strain-max 0.02 --no-ph
   $G --seeds $C --tag cristobalite-ph  --seed 2 --n-structures 60  --rms 0.02 0.12 --strain-max 0.02 --ph
   $G --seeds $Q --tag quartz-ph        --seed 1 --n-structures 100 --start-index 100 --rms 0.02 0.12 --strain-max 0.02 --ph
+  $G --seeds $C --tag cristobalite-ph  --seed 2 --n-structures 60  --start-index 60 --rms 0.02 0.12 --strain-max 0.02 --ph
 }
 job_b() {
   $G --seeds $Q $C --tag sio2-pw       --seed 3 --n-structures 320 --rms 0.02 0.20 --strain-max 0.02 --no-ph
