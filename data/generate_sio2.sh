@@ -2,7 +2,8 @@
 # SiO2 data generation under docs/sio2_protocol.md: two single-process QE jobs side by side.
 # Resumable: rerun this script; finished keys are skipped, per-structure locks keep the jobs apart.
 #   nohup setsid bash data/generate_sio2.sh > dfpt_work/generate.log 2>&1 < /dev/null &
-# Job A (quartz Born charges first) and job B (pw.x-only records first, then the active-learning rounds and
+# `bash data/generate_sio2.sh a` (or b) runs one job only, e.g. to restart one after changing its order.
+# Job A (quartz Born charges first, then the al-2 frames with job B) and job B (pw.x-only records first, then the active-learning rounds and
 # cristobalite) each take one core (-np 1, OMP_NUM_THREADS=1). Finished keys are skipped, so the order only
 # says what comes next.
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ Q=data/seeds/alpha_quartz.extxyz
 C=data/seeds/alpha_cristobalite.extxyz
 job_a() {
   $G --seeds $Q --tag quartz-ph        --seed 1 --n-structures 100 --rms 0.02 0.12 --strain-max 0.02 --ph
+  $G --seeds data/al/al-2_selected.extxyz --tag al-2 --seed 1 --n-structures 40 --rms 0 0 --strain-max 0 --ph
   $G --seeds $Q $C --tag sio2-pw       --seed 3 --n-structures 320 --rms 0.02 0.20 --strain-max 0.02 --no-ph
   $G --seeds $C --tag cristobalite-ph  --seed 2 --n-structures 60  --rms 0.02 0.12 --strain-max 0.02 --ph
   $G --seeds $Q --tag quartz-ph        --seed 1 --n-structures 100 --start-index 100 --rms 0.02 0.12 --strain-max 0.02 --ph
@@ -24,7 +26,8 @@ job_b() {
   $G --seeds $C --tag cristobalite-ph  --seed 2 --n-structures 60  --start-index 60 --rms 0.02 0.12 --strain-max 0.02 --ph
 }
 export G Q C
-nice -n 5 bash -c "$(declare -f job_a); job_a" &
-nice -n 10 bash -c "$(declare -f job_b); job_b" &
+jobs="${1:-a b}"
+[[ $jobs == *a* ]] && nice -n 5 bash -c "$(declare -f job_a); job_a" &
+[[ $jobs == *b* ]] && nice -n 10 bash -c "$(declare -f job_b); job_b" &
 wait
 echo "generate_sio2.sh finished $(date)"
