@@ -306,8 +306,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _acquire_lock(lock: Path) -> bool:
-    """Create ``lock`` with O_EXCL (content: host pid). Takes over a lock of a dead process on this host."""
+def _acquire_lock(lock: Path) -> str:
+    """Create ``lock`` with O_EXCL (content: host pid); takes over a lock of a dead process on this host.
+
+    Returns ``"taken"``, ``"held"`` (a live job owns it) or ``"orphaned"`` (its job died, but that job's QE
+    processes still run in the folder)."""
     host = socket.gethostname()
     for _ in range(2):
         try:
@@ -318,10 +321,10 @@ def _acquire_lock(lock: Path) -> bool:
                 stale = owner_host == host and not _pid_alive(int(owner_pid))
             except (OSError, ValueError):
                 stale = time.time() - lock.stat().st_mtime > 60 if lock.exists() else True
-            if stale and orphaned_session(lock.parent) is not None:
-                return False  # the job died but its QE processes still run in this folder
             if not stale:
-                return False
+                return "held"
+            if orphaned_session(lock.parent) is not None:
+                return "orphaned"
             try:
                 lock.unlink()
             except FileNotFoundError:
@@ -329,8 +332,8 @@ def _acquire_lock(lock: Path) -> bool:
             continue
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{host} {os.getpid()}\n")
-        return True
-    return False
+        return "taken"
+    return "held"
 
 
 def _release_lock(lock: Path) -> None:
@@ -493,9 +496,10 @@ def run_generation(config: GenerationConfig, runner: Optional[Runner] = None,
         sdir = workdir / key
         sdir.mkdir(parents=True, exist_ok=True)
         lock = sdir / ".lock"
-        if not _acquire_lock(lock):
+        lock_state = _acquire_lock(lock)
+        if lock_state != "taken":
             summary.skipped_locked.append(key)
-            orphan = orphaned_session(sdir)
+            orphan = orphaned_session(sdir) if lock_state == "orphaned" else None
             if orphan is not None:
                 log(f"[dfpt] {key}: QE processes of an earlier job (session {orphan}) still run in {sdir}; "
                     f"skipped (wait for them, or stop them with: pkill -s {orphan})")

@@ -221,6 +221,25 @@ def test_qe_processes_of_a_hard_killed_job_are_not_doubled(tmp_path):
     assert s.skipped_locked == [] and list(s.failed) == ["ex-1-0"]  # taken over once the group is gone
 
 
+def test_a_live_job_holding_the_lock_is_not_called_orphaned(tmp_path):
+    """Two jobs side by side: the structure another live job computes is skipped as locked, and the log must
+    not offer to kill that job's QE processes as if they were left over from a dead one."""
+    cfg = dfpt.GenerationConfig(seeds=(_seed(tmp_path),), n_structures=1, rms_range=(0, 0), strain_max=0,
+                                seed=1, tag="ex", run_ph=False, workdir=str(tmp_path / "work"),
+                                output=str(tmp_path / "d.h5"))
+    sdir = tmp_path / "work" / "ex-1-0"
+    sdir.mkdir(parents=True)
+    host = socket.gethostname()
+    (sdir / ".lock").write_text(f"{host} {os.getpid()}\n")  # a live owner (this process)
+    (sdir / qe_runner.SESSION_NAME).write_text(f"{host} {os.getsid(0)}\n")  # whose QE session is alive
+    calls, logs = [], []
+    s = dfpt.run_generation(cfg, runner=lambda *a: calls.append(a) or 1, check_pseudos=False, log=logs.append)
+    assert calls == [] and s.skipped_locked == ["ex-1-0"]
+    assert any("ex-1-0: locked by another job" in m for m in logs), logs
+    assert not any("pkill" in m or "earlier job" in m for m in logs), logs
+    assert (sdir / ".lock").read_text().split()[1] == str(os.getpid())  # the owner keeps its lock
+
+
 def test_stop_group_kills_a_session_that_ignores_sigterm(tmp_path):
     """A pw.x that ignores SIGTERM, in a process group of its own (as Open MPI starts it), is killed after
     the grace time: every process of the session goes."""
