@@ -9,6 +9,7 @@ Quick start::
 """
 from .calculator import ETGNNCalculator
 from .committee import CommitteeCalculator
+from .composed import ComposedModel, compose
 from .model import ETGNN, ETGNNConfig, build_model
 from .model_file import ModelFileError, load_model, save_model
 from .properties import PROPERTIES, PropertySpec
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CommitteeCalculator",
+    "ComposedModel",
     "ETGNN",
     "ETGNNConfig",
     "ETGNNCalculator",
@@ -24,6 +26,7 @@ __all__ = [
     "PROPERTIES",
     "PropertySpec",
     "build_model",
+    "compose",
     "load_model",
     "save_model",
     "__version__",

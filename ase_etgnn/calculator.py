@@ -29,6 +29,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .conventions import resolve_device, resolve_dtype
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
+from .composed import ComposedModel, ComposedState
 from .model import ETGNN, TrunkState
 from .model_file import load_model
 from .properties import FORCES_CONSERVATIVE, output_spec
@@ -106,7 +107,7 @@ class ETGNNCalculator(Calculator):
 
     Args:
         model: path to a model file, the bare name of a file shipped in ``models/`` (e.g. ``"sio2.pt"``), or a
-            loaded ``ETGNN``.
+            loaded ``ETGNN`` or ``ComposedModel`` (properties from several members, ``ase_etgnn.composed``).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ... .
         dtype: ``"float32"`` (default) or ``"float64"``.
         forces: ``"direct"`` (Eq. 3, the forces head) or ``"conservative"`` (``-dE/dr`` of the energy head by
@@ -148,17 +149,17 @@ class ETGNNCalculator(Calculator):
         if isinstance(model, (list, tuple)):
             raise TypeError(f"ETGNNCalculator takes one model, got a {type(model).__name__} of {len(model)}: "
                             "for the mean and spread of a committee use ase_etgnn.CommitteeCalculator(models)")
-        if isinstance(model, ETGNN):
+        if isinstance(model, (ETGNN, ComposedModel)):
             self.model_path: Optional[Path] = None
             net = model
         else:
             self.model_path = resolve_model_path(model)
             net = load_model(self.model_path)
         self._net = net
-        self.model: ETGNN = net
+        self.model: Union[ETGNN, ComposedModel] = net
         self._graph: Optional[Graph] = None
         self._graph_ref_positions: Optional[np.ndarray] = None
-        self._state: Optional[TrunkState] = None
+        self._state: Optional[Union[TrunkState, ComposedState]] = None
         self._symmetry = None
         self._symmetry_key = None
         self._warned: set = set()

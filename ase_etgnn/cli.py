@@ -1,4 +1,4 @@
-"""Command line interface: ``etgnn {train,evaluate,dataset,dfpt,ipi-client,select,explore,uncertainty} ...``.
+"""Command line interface: ``etgnn {train,evaluate,dataset,compose,dfpt,ipi-client,select,explore,uncertainty}``.
 
 From a folder of DFT outputs to a model file::
 
@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 from . import load_model
 from .calculator import resolve_model_path
+from .composed import compose_files
 from .conventions import resolve_device, resolve_dtype
 from .dfpt import register_cli as register_dfpt
 from .evaluate import evaluate_model, format_metrics_line, parity_plots, write_json
@@ -212,6 +213,19 @@ def _cmd_ipi_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compose(args: argparse.Namespace) -> int:
+    takes = []
+    for spec in args.take:
+        path, sep, props = spec.rpartition("=")
+        if not sep or not path or not props:
+            raise ValueError(f"--take {spec!r}: expected MODEL_FILE=PROPERTY[,PROPERTY...]")
+        takes.append((str(resolve_model_path(path)), [p.strip() for p in props.split(",") if p.strip()]))
+    model = compose_files(takes, args.output, note=args.note or "")
+    routes = ", ".join(f"{p} <- {takes[int(m[1:]) - 1][0]}" for p, m in model.config.routes)
+    print(f"{args.output}: {routes}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etgnn", description="ETGNN: tensor-property graph neural networks for ASE")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -295,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", dest="connect_timeout", type=float, default=60.0,
                    help="seconds to keep retrying while the server starts (default 60)")
     p.set_defaults(func=_cmd_ipi_client)
+
+    p = sub.add_parser("compose", help="one model file taking each property from another model file "
+                                       "(e.g. forces from an MD model, tensors from a DFPT model)")
+    p.add_argument("output", help="model file to write")
+    p.add_argument("--take", action="append", required=True, metavar="MODEL_FILE=PROP[,PROP...]",
+                   help="properties (heads) taken from MODEL_FILE, e.g. --take md.pt=energy,forces "
+                        "--take sio2.pt=born_effective_charges,dielectric_tensor (repeat per member)")
+    p.add_argument("--note", help="a sentence stored in the file's metadata")
+    p.set_defaults(func=_cmd_compose)
 
     register_dfpt(sub)  # etgnn dfpt {generate,seeds}
     register_select(sub)  # etgnn select, etgnn explore

@@ -26,6 +26,7 @@ from typing import Optional, Union
 
 import torch
 
+from .composed import ComposedConfig, ComposedModel
 from .conventions import atomic_write
 from .model import ETGNN, ETGNNConfig, construct
 from .properties import PROPERTIES
@@ -86,7 +87,8 @@ def _write_payload(payload: dict, path: Path) -> Path:
     return path
 
 
-def save_model(model: ETGNN, path: Union[str, os.PathLike], metadata: Optional[dict] = None) -> Path:
+def save_model(model: Union[ETGNN, ComposedModel], path: Union[str, os.PathLike],
+               metadata: Optional[dict] = None) -> Path:
     """Write ``model`` to ``path`` atomically (temp file + rename). ``metadata`` must be JSON-serialisable.
 
     The file records the config, weights (float32 unless the model is float64), species, units and
@@ -210,16 +212,20 @@ def read_model_metadata(path: Union[str, os.PathLike]) -> dict:
 
 def load_model(
     path: Union[str, os.PathLike], device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None
-) -> ETGNN:
-    """Load a model written by ``save_model``; ``ModelFileError`` with the reason if it cannot be read.
+) -> Union[ETGNN, ComposedModel]:
+    """Load a model written by ``save_model`` (an ``ETGNN``, or a ``ComposedModel`` of several);
+    ``ModelFileError`` with the reason if it cannot be read.
 
     The returned model is in eval mode; ``model.metadata`` holds the file's metadata dict.
     """
     payload = _read_payload(path)
     try:
-        config = ETGNNConfig.from_dict(json.loads(payload["config_json"]))
+        config_dict = json.loads(payload["config_json"])
         metadata = json.loads(payload["metadata_json"])
-        model = construct(config)
+        if "composed" in config_dict:  # members routed by property (ase_etgnn.composed)
+            model = ComposedModel(ComposedConfig.from_dict(config_dict))
+        else:
+            model = construct(ETGNNConfig.from_dict(config_dict))
         state = payload["state_dict"]
         file_dtype = next(iter(state.values())).dtype if state else torch.float32
         model = model.to(dtype=file_dtype)

@@ -26,7 +26,7 @@ import torch
 from ase.data import chemical_symbols
 
 from .. import build_model, load_model
-from ..model import reinitialize_heads
+from ..model import ETGNN, reinitialize_heads
 from ..records import RecordReader
 from ..properties import TENSOR_HEADS
 from .config import TrainConfig, resume_changes
@@ -125,6 +125,9 @@ def _scan(reader: RecordReader, train: Sequence[int], all_elements: bool) -> Tra
 def _load_init_model(config: TrainConfig, device: torch.device, dtype: torch.dtype):
     """The ``init_from`` model, checked against the run's ``species``, ``heads`` and ``[model]`` settings."""
     model = load_model(config.init_from, device=device, dtype=dtype)
+    if not isinstance(model, ETGNN):
+        raise ValueError(f"init_from {config.init_from}: a composed model (several members) cannot be trained; "
+                         "start from one of its members' files")
     have = model.config.to_dict()
     wanted = dict(config.model)
     if config.species is not None:
