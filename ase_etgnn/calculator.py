@@ -27,9 +27,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .composed import ComposedModel, ComposedState
 from .conventions import resolve_device, resolve_dtype
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
-from .composed import ComposedModel, ComposedState
 from .model import ETGNN, TrunkState
 from .model_file import load_model
 from .properties import FORCES_CONSERVATIVE, output_spec

@@ -19,7 +19,9 @@ the energy they differentiate). A composed model is for prediction: train its me
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -27,7 +29,6 @@ from torch import nn
 
 from .graph import GraphBatch
 from .model import ETGNN, ETGNNConfig, TrunkState, _check_forces_mode, construct
-from .properties import FORCES_CONSERVATIVE
 
 __all__ = ["ComposedConfig", "ComposedModel", "ComposedState", "compose", "member_with_heads"]
 
@@ -231,10 +232,7 @@ def compose(members: Mapping[str, ETGNN], routes: Mapping[str, str]) -> Composed
 def compose_files(takes: Sequence[Tuple[str, Sequence[str]]], output: str, note: str = "") -> ComposedModel:
     """Compose the model files of ``takes`` (``(path, properties)`` each; members ``m1``, ``m2``, ... in that
     order) and save the result to ``output``. Its metadata names each member's file, sha256 and own metadata."""
-    import hashlib
-    from pathlib import Path
-
-    from .model_file import load_model, save_model
+    from .model_file import load_model, save_model  # here: model_file imports this module
 
     members, routes, sources = {}, {}, {}
     for i, (path, props) in enumerate(takes, 1):

@@ -1,6 +1,8 @@
 """Model files: a plain dict of tensors + JSON config/metadata + a format version + a checksum.
 
-Loading uses ``torch.load(..., weights_only=True)``, which never executes pickled code.
+Loading uses ``torch.load(..., weights_only=True)``, which never executes pickled code. A composed model
+(``ase_etgnn.composed``: properties from several member networks) is one file of the same format: its config
+holds each member's config and the property routes, its state dict every member's weights.
 
 Integrity (format version 2): ``checksum`` is ``"sha256:<hex>"`` over the format fields, the config,
 units and metadata JSON and every tensor (name, dtype, shape, raw bytes). ``load_model`` and

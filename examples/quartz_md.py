@@ -1,11 +1,12 @@
 """MD of alpha-quartz with the shipped model, recording Born charges and eps_inf every N steps.
 
-    python examples/quartz_md.py [--model sio2.pt] [--ps 10] [--temperature 300] [--output-dir DIR]
+    python examples/quartz_md.py [--model MODEL] [--ps 10] [--temperature 300] [--output-dir DIR]
         [--dynamics langevin|nve-conservative|mts] [--num-threads 1]
 
 Runs ``--ps`` picoseconds of MD on a 72-atom (2x2x2) alpha-quartz cell: Langevin with direct forces (1 fs, the
 default), NVE velocity Verlet with conservative forces, or NVE multiple time stepping (0.5 fs direct inner steps,
-conservative correction every 4 steps; ``ase_etgnn.dynamics``). Records BEC (N,3,3) and eps_inf every
+conservative correction every 4 steps; ``ase_etgnn.dynamics``). The default model is ``sio2.pt`` for Langevin and
+``sio2_md.pt`` (trained for -dE/dr, models/sio2_md.md) for the two NVE modes. Records BEC (N,3,3) and eps_inf every
 ``--interval`` steps into an ASE trajectory (.traj keeps both): the tensors are computed on those steps only
 (tensors on demand), and checks that every Si-O bond stays between 1.45 and 1.85 A. Exits with status 1 if a bond
 leaves that range. Several runs side by side: one core and one thread each, e.g.
@@ -48,7 +49,8 @@ def si_o_bonds(atoms) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sio2.pt")
+    ap.add_argument("--model", default=None,
+                    help="model file or shipped name (default: sio2.pt for langevin, sio2_md.pt for NVE modes)")
     ap.add_argument("--ps", type=float, default=10.0, help="simulated time, ps (1 fs steps)")
     ap.add_argument("--temperature", type=float, default=300.0, help="K")
     ap.add_argument("--interval", type=int, default=20, help="steps between recorded frames")
@@ -66,6 +68,8 @@ def main(argv=None) -> int:
     else:
         traj_path = output_dir(args.output_dir, "quartz_md", ["quartz_md.traj"], args.overwrite) / "quartz_md.traj"
 
+    if args.model is None:
+        args.model = "sio2.pt" if args.dynamics == "langevin" else "sio2_md.pt"
     atoms = read(ROOT / "data" / "seeds" / "alpha_quartz.extxyz").repeat((2, 2, 2))
     forces = "conservative" if args.dynamics == "nve-conservative" else "direct"
     # MD snapshots have no symmetry anyway
@@ -88,6 +92,7 @@ def main(argv=None) -> int:
         dyn = VelocityVerlet(atoms, dt_fs * units.fs)
     traj = Trajectory(str(traj_path), "w", atoms)
     n_steps = int(round(args.ps * 1000 / dt_fs))
+    print(f"{args.dynamics}, {forces} forces of {args.model}, {len(atoms)} atoms, {n_steps} steps of {dt_fs} fs")
     lo, hi, eps_xx, temps, e_tot = np.inf, -np.inf, [], [], []
 
     def record() -> None:

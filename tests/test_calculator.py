@@ -446,6 +446,34 @@ def test_shipped_sio2_model_meets_its_card_on_its_test_split(tmp_path, capsys):
     assert f"MAE {1000 * m['energy']['mae_per_atom']:.4g}" in printed and "(meV/atom)" in printed
 
 
+def test_shipped_md_model_meets_issue_14_on_the_sio2_test_split():
+    """models/sio2_md.pt (energy and forces trained for -dE/dr, tensors taken from sio2.pt) on sio2.pt's test
+    split: conservative forces <= 0.08 eV/A; Born charges and
+    eps_inf those of sio2.pt (0.01237 e, 0.003107), bit for bit."""
+    from ase_etgnn import load_model
+    from ase_etgnn.evaluate import evaluate_model
+    from ase_etgnn.train.splits import read_split
+
+    from conftest import DATA
+
+    root = DATA.parent.parent
+    test = read_split(str(root / "models" / "sio2_split.json"))["test"]
+    md = load_model(root / "models" / "sio2_md.pt")
+    m = evaluate_model(md, str(root / "data" / "sio2_dfpt.h5"), indices=test, conservative_forces=True,
+                       symmetry_metrics=False, crystal_systems=False)["metrics"]
+    assert m["forces"]["mae"] <= 0.08
+    assert m["born_effective_charges"]["mae"] <= 0.01238 and m["dielectric_tensor"]["mae"] <= 0.003107
+    atoms = read(root / "data" / "seeds" / "alpha_cristobalite.extxyz")
+    atoms.rattle(0.05, seed=3)
+    out = {}
+    for name in ("sio2.pt", "sio2_md.pt"):
+        a = atoms.copy()
+        a.calc = ETGNNCalculator(name, symmetrize=False)
+        out[name] = [a.calc.get_property(p, a) for p in ("born_effective_charges", "dielectric_tensor", "forces")]
+    assert all(np.array_equal(x, y) for x, y in zip(out["sio2.pt"][:2], out["sio2_md.pt"][:2]))
+    assert not np.allclose(out["sio2.pt"][2], out["sio2_md.pt"][2])  # its own forces
+
+
 def test_close_atoms_warn_and_overlaps_raise_also_on_a_reused_graph(quartz_perturbed, model64):
     """Atoms 0.1 A apart warn (naming them); an atom moved onto another within skin/2 (graph reused) raises."""
     from ase_etgnn.graph import OverlapWarning

@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", ROOT / "models" / "sio2.md", ROOT / "ase_etgnn" / "qe.py"]
+DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", ROOT / "models" / "sio2.md", ROOT / "models" / "sio2_md.md",
+        ROOT / "ase_etgnn" / "qe.py"]
 #: imports that only the `[phonons]` extra provides
 PHONONS_MODULES = ("phonopy", "matplotlib", "ase_etgnn.spectra")
 

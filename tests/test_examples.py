@@ -40,6 +40,16 @@ def test_quartz_md_records_and_checks_bonds(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
 
 
+def test_quartz_md_nve_modes_default_to_the_md_model(tmp_path, monkeypatch, capsys):
+    """NVE modes take models/sio2_md.pt (trained for -dE/dr) unless --model says otherwise; Langevin sio2.pt."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        _run("quartz_md.py", ["--dynamics", "mts", "--ps", "0.004", "--interval", "4", "--out", "m.traj"], monkeypatch)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "mts, direct forces of sio2_md.pt" in out and "NVE total energy drift" in out
+
+
 def test_example_output_dir_policy(tmp_path, monkeypatch, capsys):
     """Default runs/examples/<name> in the current directory, numbered when taken; a named directory holding
     the example's files is refused (exit 2) unless --overwrite."""
