@@ -254,6 +254,15 @@ def test_killed_client_is_survived_and_a_restarted_client_reconnects(ipi_run):
     restarted = run.process_client("restarted", "--extras", ",".join(EXTRAS))
     _wait(lambda: "connected" in (run.dir / "restarted.log").read_text(), 90,
           "the restarted client to connect", [run.server, restarted])
+    # slow the in-process survivor down, so that i-PI finds the restarted client idle and gives it beads (on a
+    # busy machine the survivor otherwise took every request before i-PI polled the new socket)
+    calculate = survivor.atoms.calc.calculate
+
+    def slow_calculate(*args, **kw):
+        time.sleep(0.5)
+        return calculate(*args, **kw)
+
+    survivor.atoms.calc.calculate = slow_calculate
     n_restart = run.frames()
     _wait(lambda: run.frames() >= n_restart + 4, 60, "the run to advance with the restarted client",
           [run.server, restarted])
