@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .graph import GraphBatch
-from .model import ETGNN, ETGNNConfig, TrunkState, _check_forces_mode, construct
+from .model import ETGNN, ETGNNConfig, ModelView, TrunkState, construct
 
 __all__ = ["ComposedConfig", "ComposedModel", "ComposedState", "compose", "member_with_heads"]
 
@@ -117,8 +117,10 @@ class ComposedState:
     members: Dict[str, TrunkState] = dataclasses.field(default_factory=dict)
 
 
-class ComposedModel(nn.Module):
+class ComposedModel(ModelView, nn.Module):
     """Members (``ETGNN``) and the member each property comes from; see the module docstring."""
+
+    config: ComposedConfig
 
     def __init__(self, config: ComposedConfig) -> None:
         super().__init__()
@@ -126,20 +128,12 @@ class ComposedModel(nn.Module):
         self.members = nn.ModuleDict({name: construct(cfg) for name, cfg in config.members})
 
     @property
-    def species(self) -> Tuple[str, ...]:
-        return self.config.species
-
-    @property
-    def heads(self) -> Tuple[str, ...]:
-        return self.config.heads
-
-    @property
     def dtype(self) -> torch.dtype:
-        return next(iter(self.members.values())).dtype
+        return next(self.parameters()).dtype
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.members.values())).device
+        return next(self.parameters()).device
 
     def train(self, mode: bool = True) -> "ComposedModel":
         if mode:
@@ -170,16 +164,6 @@ class ComposedModel(nn.Module):
                 state.members[name] = member.trunk(state.batch)
             out.update(member.predict(state.members[name], names))
         return out
-
-    def forward(self, batch: GraphBatch, heads: Optional[Sequence[str]] = None, forces: str = "direct",
-                stress: bool = False) -> Dict[str, torch.Tensor]:
-        """As ``ETGNN.forward``: ``forces`` ``"direct"``, ``"conservative"`` or ``"both"``."""
-        _check_forces_mode(forces)
-        if forces == "direct":
-            if stress:
-                raise ValueError("stress is the strain derivative of the energy: use forces='conservative' or 'both'")
-            return self.predict(self.trunk(batch), heads)
-        return self.conservative(batch, stress=stress, heads=heads, forces=forces)[0]
 
     def conservative(self, batch: GraphBatch, stress: bool = True, heads: Optional[Sequence[str]] = None,
                      recompute: bool = False, forces: str = "both") -> Tuple[Dict[str, torch.Tensor], ComposedState]:

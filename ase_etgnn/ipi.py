@@ -259,7 +259,11 @@ def run_client(model: Union[str, Path], structure: Union[str, Path], *, unixsock
     if "energy" not in atoms.calc.implemented_properties:
         print("etgnn ipi-client: the model has no energy head: the energy sent to i-PI is 0 (forces are exact; "
               "i-PI's potential and conserved quantity are not meaningful)", file=out, flush=True)
-    n = client.run()
+    n = 0
+    for _ in client.irun():
+        n += 1
+        if n == 1:  # says that i-PI hands this client work (a restarted client, a client added to a run)
+            print("etgnn ipi-client: first force evaluation sent", file=out, flush=True)
     print(f"etgnn ipi-client: i-PI ended the run after {n} force evaluations ({client.end_reason})",
           file=out, flush=True)
     return n

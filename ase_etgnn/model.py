@@ -226,7 +226,41 @@ class HeadInputs:
 # ----------------------------------------------------------------------------------------------------
 
 
-class ETGNN(nn.Module):
+class ModelView:
+    """What callers use of a model (an ``ETGNN`` or a ``composed.ComposedModel``): species, heads and ``forward``
+    over the model's ``trunk``, ``predict`` and ``conservative``."""
+
+    config: "ETGNNConfig"
+
+    @property
+    def species(self) -> Tuple[str, ...]:
+        return self.config.species
+
+    @property
+    def heads(self) -> Tuple[str, ...]:
+        """The properties it predicts (registry names)."""
+        return self.config.heads
+
+    def forward(
+        self, batch: GraphBatch, heads: Optional[Sequence[str]] = None, forces: str = "direct", stress: bool = False
+    ) -> Dict[str, torch.Tensor]:
+        """Predict the heads ``heads`` (default: all); keys are registry property names (see the module
+        docstring for shapes). Only the trunk parts those heads need are computed.
+
+        ``forces``: ``"direct"`` (the forces head, if run); ``"conservative"`` (``forces`` = -dE/dr of the
+        energy head; the forces head is not run) or ``"both"`` (the forces head's ``forces`` plus
+        ``forces_conservative`` = -dE/dr): the last two run the energy head and autograd (``conservative``).
+        ``stress``: add ``stress`` (eV/A^3, ASE sign; needs ``"conservative"`` or ``"both"``).
+        """
+        _check_forces_mode(forces)
+        if forces == "direct":
+            if stress:
+                raise ValueError("stress is the strain derivative of the energy: use forces='conservative' or 'both'")
+            return self.predict(self.trunk(batch), heads)
+        return self.conservative(batch, stress=stress, heads=heads, forces=forces)[0]
+
+
+class ETGNN(ModelView, nn.Module):
     """ETGNN: shared edge/triplet trunk plus one generic head per property in ``config.heads``."""
 
     def __init__(self, config: ETGNNConfig) -> None:
@@ -256,14 +290,6 @@ class ETGNN(nn.Module):
             self.triplet_blocks = nn.ModuleList([TripletUpdate(cfg, act) for _ in range(cfg.n_blocks)])
         if self.needs_nodes:
             self.node_output = NodeOutput(cfg, act)
-
-    @property
-    def species(self) -> Tuple[str, ...]:
-        return self.config.species
-
-    @property
-    def heads(self) -> Tuple[str, ...]:
-        return self.config.heads
 
     @property
     def dtype(self) -> torch.dtype:
@@ -424,24 +450,6 @@ class ETGNN(nn.Module):
             mean = eq1_crystal_average(z, b["batch"], b["n_atoms"])  # [B, 3, 3]
             out["born_effective_charges"] = z - mean[b["batch"]]
         return out
-
-    def forward(
-        self, batch: GraphBatch, heads: Optional[Sequence[str]] = None, forces: str = "direct", stress: bool = False
-    ) -> Dict[str, torch.Tensor]:
-        """Predict the heads ``heads`` (default: all); keys are registry property names (see the module
-        docstring for shapes). Only the trunk parts those heads need are computed.
-
-        ``forces``: ``"direct"`` (the forces head, if run); ``"conservative"`` (``forces`` = -dE/dr of the
-        energy head; the forces head is not run) or ``"both"`` (the forces head's ``forces`` plus
-        ``forces_conservative`` = -dE/dr): the last two run the energy head and autograd (``conservative``).
-        ``stress``: add ``stress`` (eV/A^3, ASE sign; needs ``"conservative"`` or ``"both"``).
-        """
-        _check_forces_mode(forces)
-        if forces == "direct":
-            if stress:
-                raise ValueError("stress is the strain derivative of the energy: use forces='conservative' or 'both'")
-            return self.predict(self.trunk(batch), heads)
-        return self.conservative(batch, stress=stress, heads=heads, forces=forces)[0]
 
     def conservative(
         self, batch: GraphBatch, stress: bool = True, heads: Optional[Sequence[str]] = None, recompute: bool = False,

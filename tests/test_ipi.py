@@ -263,6 +263,8 @@ def test_killed_client_is_survived_and_a_restarted_client_reconnects(ipi_run):
         return calculate(*args, **kw)
 
     survivor.atoms.calc.calculate = slow_calculate
+    _wait(lambda: "first force evaluation" in (run.dir / "restarted.log").read_text(), 90,
+          "the restarted client's first force evaluation", [run.server, restarted])
     n_restart = run.frames()
     _wait(lambda: run.frames() >= n_restart + 4, 60, "the run to advance with the restarted client",
           [run.server, restarted])
