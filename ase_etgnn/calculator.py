@@ -27,10 +27,10 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .composed import ComposedModel, ComposedState
+from .composed import ComposedState
 from .conventions import resolve_device, resolve_dtype
 from .graph import Graph, atoms_to_graph, check_overlaps, collate_graphs, prune_graph
-from .model import ETGNN, TrunkState
+from .model import ModelView, TrunkState
 from .model_file import load_model
 from .properties import FORCES_CONSERVATIVE, output_spec
 from .runtime import configure_allocator
@@ -136,7 +136,7 @@ class ETGNNCalculator(Calculator):
 
     def __init__(
         self,
-        model: Union[str, os.PathLike, ETGNN],
+        model: Union[str, os.PathLike, ModelView],
         device: str = "auto",
         dtype: str = "float32",
         forces: Optional[str] = None,
@@ -149,14 +149,14 @@ class ETGNNCalculator(Calculator):
         if isinstance(model, (list, tuple)):
             raise TypeError(f"ETGNNCalculator takes one model, got a {type(model).__name__} of {len(model)}: "
                             "for the mean and spread of a committee use ase_etgnn.CommitteeCalculator(models)")
-        if isinstance(model, (ETGNN, ComposedModel)):
+        if isinstance(model, ModelView):  # an ETGNN or a ComposedModel
             self.model_path: Optional[Path] = None
             net = model
         else:
             self.model_path = resolve_model_path(model)
             net = load_model(self.model_path)
         self._net = net
-        self.model: Union[ETGNN, ComposedModel] = net
+        self.model: ModelView = net
         self._graph: Optional[Graph] = None
         self._graph_ref_positions: Optional[np.ndarray] = None
         self._state: Optional[Union[TrunkState, ComposedState]] = None

@@ -221,7 +221,8 @@ def _cmd_compose(args: argparse.Namespace) -> int:
             raise ValueError(f"--take {spec!r}: expected MODEL_FILE=PROPERTY[,PROPERTY...]")
         takes.append((str(resolve_model_path(path)), [p.strip() for p in props.split(",") if p.strip()]))
     model = compose_files(takes, args.output, note=args.note or "")
-    routes = ", ".join(f"{p} <- {takes[int(m[1:]) - 1][0]}" for p, m in model.config.routes)
+    sources = model.metadata["composed_from"]
+    routes = ", ".join(f"{p} <- {sources[m]['file']}" for p, m in model.config.routes)
     print(f"{args.output}: {routes}")
     return 0
 

@@ -42,8 +42,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .calculator import ETGNNCalculator
-from .composed import ComposedModel
-from .model import ETGNN
+from .model import ModelView
 from .properties import PROPERTIES, loss_target
 
 __all__ = ["CommitteeCalculator", "committee_from_files", "STD_SUFFIX"]
@@ -51,7 +50,7 @@ __all__ = ["CommitteeCalculator", "committee_from_files", "STD_SUFFIX"]
 #: suffix of the committee spread of a property: ``forces`` -> ``forces_std``
 STD_SUFFIX = "_std"
 
-ModelLike = Union[str, os.PathLike, ETGNN, ComposedModel, ETGNNCalculator]
+ModelLike = Union[str, os.PathLike, ModelView, ETGNNCalculator]
 
 
 def _is_per_atom(name: str) -> bool:
@@ -80,7 +79,7 @@ class CommitteeCalculator(Calculator):
 
     def __init__(self, models: Sequence[ModelLike], std_scale: Optional[Mapping[str, float]] = None,
                  **calculator_parameters) -> None:
-        if isinstance(models, (str, os.PathLike, ETGNN, ComposedModel, ETGNNCalculator)):
+        if isinstance(models, (str, os.PathLike, ModelView, ETGNNCalculator)):
             raise TypeError("CommitteeCalculator needs a sequence of models (files or ETGNN objects), got one model")
         models = list(models)
         if len(models) < 2:

@@ -19,9 +19,8 @@ the energy they differentiate). A composed model is for prediction: train its me
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -30,7 +29,7 @@ from torch import nn
 from .graph import GraphBatch
 from .model import ETGNN, ETGNNConfig, ModelView, TrunkState, construct
 
-__all__ = ["ComposedConfig", "ComposedModel", "ComposedState", "compose", "member_with_heads"]
+__all__ = ["ComposedConfig", "ComposedModel", "ComposedState", "compose"]
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,15 @@ class ComposedConfig:
             raise ValueError(f"energy ({route['energy']!r}) and forces ({route['forces']!r}) must come from one "
                              "member: -dE/dr and stress belong to the energy they differentiate")
 
+    @cached_property
+    def _route(self) -> Dict[str, str]:
+        return dict(self.routes)  # property -> member name; read per MD step, built once
+
     @property
     def species(self) -> Tuple[str, ...]:
         return self.members[0][1].species
 
-    @property
+    @cached_property
     def heads(self) -> Tuple[str, ...]:
         return tuple(p for p, _ in self.routes)
 
@@ -86,18 +89,20 @@ class ComposedConfig:
         return self.members[0][1].effective_triplet_cutoff
 
     def member_of(self, prop: str) -> str:
-        return dict(self.routes)[prop]
+        return self._route[prop]
 
-    @property
+    def _flag(self, prop: str, flag: str) -> bool:
+        return prop in self._route and getattr(dict(self.members)[self._route[prop]], flag)
+
+    @cached_property
     def zero_net_force(self) -> bool:
         """Of the member that gives direct forces (False without one)."""
-        return "forces" in self.heads and dict(self.members)[self.member_of("forces")].zero_net_force
+        return self._flag("forces", "zero_net_force")
 
-    @property
+    @cached_property
     def bec_asr(self) -> bool:
         """Of the member that gives Born charges (False without one)."""
-        return ("born_effective_charges" in self.heads
-                and dict(self.members)[self.member_of("born_effective_charges")].bec_asr)
+        return self._flag("born_effective_charges", "bec_asr")
 
     def to_dict(self) -> dict:
         return {"composed": {"members": {n: c.to_dict() for n, c in self.members}, "routes": dict(self.routes)}}
@@ -183,39 +188,33 @@ class ComposedModel(ModelView, nn.Module):
         return out, state
 
 
-def member_with_heads(model: ETGNN, heads: Sequence[str]) -> ETGNN:
-    """A copy of ``model`` with only the heads ``heads`` (and the trunk parts they use); outputs unchanged."""
-    missing = [h for h in heads if h not in model.heads]
-    if missing:
-        raise KeyError(f"model has no head {missing[0]!r}; heads: {list(model.heads)}")
-    config = dataclasses.replace(model.config, heads=tuple(h for h in model.heads if h in heads))
-    slim = construct(config).to(dtype=model.dtype)
-    keep = slim.state_dict().keys()
-    slim.load_state_dict({k: v for k, v in model.state_dict().items() if k in keep}, strict=True)
-    return slim.to(device=model.device).eval()
-
-
 def compose(members: Mapping[str, ETGNN], routes: Mapping[str, str]) -> ComposedModel:
     """A ``ComposedModel`` of ``members`` (name -> model) giving each property of ``routes`` (property -> member
-    name) from that member. Heads a member is not routed are dropped. Weights are copied, in the dtype of the
-    first member."""
+    name) from that member. Heads a member is not routed are dropped (with the trunk parts only they used).
+    Weights are copied, in the dtype of the first member used."""
     unknown = sorted(set(routes.values()) - set(members))
     if unknown:
         raise ValueError(f"routes name member(s) {unknown} that are not given ({sorted(members)})")
-    slim = {n: member_with_heads(m, [p for p, r in routes.items() if r == n])
-            for n, m in members.items() if n in routes.values()}
-    config = ComposedConfig(members=tuple((n, m.config) for n, m in slim.items()), routes=tuple(routes.items()))
-    model = ComposedModel(config)
-    dtype = next(iter(slim.values())).dtype
-    model = model.to(dtype=dtype)
-    for n, m in slim.items():
-        model.members[n].load_state_dict(m.state_dict(), strict=True)
+    used = {n: m for n, m in members.items() if n in routes.values()}
+    for n, m in used.items():
+        missing = [p for p, r in routes.items() if r == n and p not in m.heads]
+        if missing:
+            raise KeyError(f"member {n!r} has no head {missing[0]!r}; heads: {list(m.heads)}")
+    config = ComposedConfig(
+        members=tuple((n, dataclasses.replace(m.config, heads=tuple(h for h in m.heads if routes.get(h) == n)))
+                      for n, m in used.items()),
+        routes=tuple(routes.items()))
+    model = ComposedModel(config).to(dtype=next(iter(used.values())).dtype)
+    for n, m in used.items():
+        keep = model.members[n].state_dict().keys()
+        model.members[n].load_state_dict({k: v for k, v in m.state_dict().items() if k in keep}, strict=True)
     return model.eval()
 
 
 def compose_files(takes: Sequence[Tuple[str, Sequence[str]]], output: str, note: str = "") -> ComposedModel:
     """Compose the model files of ``takes`` (``(path, properties)`` each; members ``m1``, ``m2``, ... in that
-    order) and save the result to ``output``. Its metadata names each member's file, sha256 and own metadata."""
+    order) and save the result to ``output``. Its metadata names each member's file, checksum (the one the file
+    carries, verified on load) and own metadata."""
     from .model_file import load_model, save_model  # here: model_file imports this module
 
     members, routes, sources = {}, {}, {}
@@ -226,11 +225,12 @@ def compose_files(takes: Sequence[Tuple[str, Sequence[str]]], output: str, note:
             raise ValueError(f"{path}: is a composed model already; take properties from its members' files")
         for p in props:
             if p in routes:
-                raise ValueError(f"property {p!r} is taken twice ({takes[int(routes[p][1:]) - 1][0]} and {path})")
+                raise ValueError(f"property {p!r} is taken twice ({sources[routes[p]]['file']} and {path})")
             routes[p] = name
         members[name] = model
-        sources[name] = {"file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-                         "properties": list(props), "metadata": getattr(model, "metadata", {})}
+        sources[name] = {"file": str(path), "checksum": model.checksum, "properties": list(props),
+                         "metadata": model.metadata}
     model = compose(members, routes)
-    save_model(model, output, metadata={"composed_from": sources, "note": note})
+    model.metadata = {"composed_from": sources, "note": note}
+    save_model(model, output, metadata=model.metadata)
     return model

@@ -211,11 +211,15 @@ class ETGNNSocketClient(SocketClient):
             raise ValueError("set stress=... in the constructor (it checks that the calculator has stress)")
         return self.irun_rank0()
 
-    def run(self, atoms: Optional[Atoms] = None, use_stress: Optional[bool] = None) -> int:
-        """Serve until i-PI ends the run; returns the number of force evaluations."""
+    def run(self, atoms: Optional[Atoms] = None, use_stress: Optional[bool] = None,
+            announce: Optional[TextIO] = None) -> int:
+        """Serve until i-PI ends the run; returns the number of force evaluations. ``announce``: a stream told
+        when the first force evaluation is sent (i-PI hands this client work: a restarted or added client)."""
         n = 0
         for _ in self.irun(atoms, use_stress):
             n += 1
+            if n == 1 and announce is not None:
+                print("etgnn ipi-client: first force evaluation sent", file=announce, flush=True)
         return n
 
 
@@ -259,11 +263,7 @@ def run_client(model: Union[str, Path], structure: Union[str, Path], *, unixsock
     if "energy" not in atoms.calc.implemented_properties:
         print("etgnn ipi-client: the model has no energy head: the energy sent to i-PI is 0 (forces are exact; "
               "i-PI's potential and conserved quantity are not meaningful)", file=out, flush=True)
-    n = 0
-    for _ in client.irun():
-        n += 1
-        if n == 1:  # says that i-PI hands this client work (a restarted client, a client added to a run)
-            print("etgnn ipi-client: first force evaluation sent", file=out, flush=True)
+    n = client.run(announce=out)
     print(f"etgnn ipi-client: i-PI ended the run after {n} force evaluations ({client.end_reason})",
           file=out, flush=True)
     return n

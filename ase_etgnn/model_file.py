@@ -218,7 +218,8 @@ def load_model(
     """Load a model written by ``save_model`` (an ``ETGNN``, or a ``ComposedModel`` of several);
     ``ModelFileError`` with the reason if it cannot be read.
 
-    The returned model is in eval mode; ``model.metadata`` holds the file's metadata dict.
+    The returned model is in eval mode; ``model.metadata`` holds the file's metadata dict, ``model.checksum``
+    its (verified) checksum.
     """
     payload = _read_payload(path)
     try:
@@ -235,5 +236,6 @@ def load_model(
     except (KeyError, ValueError, RuntimeError, TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: model file content is invalid ({type(exc).__name__}: {exc})") from None
     model.metadata = metadata
+    model.checksum = payload.get("checksum")  # verified above; None for a version-1 file
     model.eval()
     return model.to(device=device or "cpu", dtype=dtype or file_dtype)
