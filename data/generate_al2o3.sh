@@ -3,6 +3,7 @@
 # Resumable: rerun this script; finished keys are skipped, per-structure locks keep the jobs apart, and the
 # shared dfpt_work/records.jsonl queue keeps each data set's records apart (each line names its output).
 #   nohup setsid bash data/generate_al2o3.sh > dfpt_work/generate_al2o3.log 2>&1 < /dev/null &
+# `bash data/generate_al2o3.sh a` (or b) runs one job only, e.g. to start it on the core a finished SiO2 job left.
 # Job A: DFPT records (eps_inf + Born charges), job B: pw.x-only records first, then DFPT from the other end.
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -17,7 +18,8 @@ job_b() {
   $G --seeds $S --tag corundum-ph --seed 4 --n-structures 50 --start-index 150 --rms 0.02 0.12 --strain-max 0.02 --ph
 }
 export G S
-nice -n 5 bash -c "$(declare -f job_a); job_a" &
-nice -n 10 bash -c "$(declare -f job_b); job_b" &
+jobs="${1:-a b}"
+[[ $jobs == *a* ]] && nice -n 5 bash -c "$(declare -f job_a); job_a" &
+[[ $jobs == *b* ]] && nice -n 10 bash -c "$(declare -f job_b); job_b" &
 wait
 echo "generate_al2o3.sh finished $(date)"

@@ -1,5 +1,6 @@
 #!/bin/bash
 # SiO2 data generation under docs/sio2_protocol.md: two single-process QE jobs side by side.
+# Finished on 2026-12-03: every structure listed is in data/sio2_dfpt.h5 (400 DFPT records); a rerun skips them all.
 # Resumable: rerun this script; finished keys are skipped, per-structure locks keep the jobs apart.
 #   nohup setsid bash data/generate_sio2.sh > dfpt_work/generate.log 2>&1 < /dev/null &
 # `bash data/generate_sio2.sh a` (or b) runs one job only, e.g. to restart one after changing its order.
