@@ -298,12 +298,27 @@ class TensorHead(nn.Module):
         self.extensive = spec.extensive
         self.uses_edges = spec.rank >= 1
         self.uses_triplets = (spec.rank == 2 and spec.symmetry == "none") or spec.rank == 3
-        self.uses_nodes = spec.rank == 0 or (spec.rank == 2 and cfg.isotropic)
-        self.edge_mlp = _mlp(cfg.hidden, 1, act) if self.uses_edges else None
+        self.pair = spec.rank == 1 and cfg.force_head == "pair"
+        self.uses_nodes = spec.rank == 0 or (spec.rank == 2 and cfg.isotropic) or self.pair  # needs h
+        if self.pair:  # [m_kj of every block, h_k + h_j, h_k * h_j] -> t_kj
+            n_in = cfg.n_blocks * cfg.hidden + 2 * cfg.out_emb
+            self.edge_mlp = nn.Sequential(nn.Linear(n_in, cfg.out_emb), act, nn.Linear(cfg.out_emb, cfg.out_emb), act,
+                                          nn.Linear(cfg.out_emb, 1))
+        else:
+            self.edge_mlp = _mlp(cfg.hidden, 1, act) if self.uses_edges else None
         self.triplet_mlp = _mlp(cfg.triplet_hidden, 1, act) if self.uses_triplets else None
-        self.node_mlp = _mlp(cfg.out_emb, 1, act) if self.uses_nodes else None
+        self.node_term = spec.rank == 0 or (spec.rank == 2 and cfg.isotropic)  # s_j (energy) or s_j I (Eq. 2 + I)
+        self.node_mlp = _mlp(cfg.out_emb, 1, act) if self.node_term else None
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("reference", torch.zeros(len(cfg.species)))
+
+    def _edge_features(self, inp: HeadInputs) -> torch.Tensor:
+        """What t_kj is read from: m_kj, or for the pair force head every block's m_kj and h_k, h_j [n_edges, *]."""
+        if not self.pair:
+            return inp.m  # [n_edges, hidden]
+        h_dst = inp.h[inp.dst]  # [n_edges, out_emb] atom j
+        h_src = inp.h[inp.dst[inp.edge_reverse]]  # [n_edges, out_emb] atom k (the reverse edge ends at k)
+        return torch.cat([*inp.m_blocks, h_src + h_dst, h_src * h_dst], dim=-1)  # [n_edges, n_in]
 
     def atomic(self, inp: HeadInputs, zero_net_force: bool) -> torch.Tensor:
         """Atomic tensors T_j (Eq. 2, with Eqs. 3-8 as special cases); [n_atoms, 3, ...] or [n_atoms]."""
@@ -311,7 +326,7 @@ class TensorHead(nn.Module):
         n_atoms = inp.species.shape[0]
         if self.rank == 0:
             return self.node_mlp(inp.h).squeeze(-1)  # [n_atoms]
-        t_e = self.edge_mlp(inp.m).squeeze(-1) * geo.env  # [n_edges]
+        t_e = self.edge_mlp(self._edge_features(inp)).squeeze(-1) * geo.env  # [n_edges]
         if self.rank == 1:
             if zero_net_force:  # t_kj = t_jk: pair forces cancel in the sum over atoms
                 t_e = 0.5 * (t_e + t_e[inp.edge_reverse])
@@ -320,7 +335,7 @@ class TensorHead(nn.Module):
         if self.uses_triplets:
             t_t = self.triplet_mlp(inp.mt).squeeze(-1) * geo.trip_w  # [n_triplets]
             out = out + eq6_triplet_expansion(t_t, geo.u_kj, geo.u_ji, geo.center, n_atoms, self.rank)
-        if self.uses_nodes:
+        if self.node_term:
             s = self.node_mlp(inp.h).squeeze(-1)  # [n_atoms]
             out = out + s.view(-1, 1, 1) * torch.eye(3, dtype=out.dtype, device=out.device)
         return out

@@ -60,6 +60,9 @@ __all__ = [
     "TrunkState",
 ]
 
+#: what the direct force head reads (``ETGNNConfig.force_head``)
+FORCE_HEADS = ("edge", "pair")
+
 #: how ``ETGNN.forward`` gives forces: the forces head, ``-dE/dr`` of the energy head, or both
 #: (``forces`` direct, ``forces_conservative`` = -dE/dr)
 FORCES_MODES = ("direct", "conservative", "both")
@@ -85,6 +88,9 @@ class ETGNNConfig:
         envelope: "cosine" (Eq. 12, paper) or "polynomial".
         isotropic: add ``s_j I`` to rank-2 atomic tensors (beyond the paper).
         zero_net_force: symmetrise force pair coefficients so that sum_j F_j = 0 exactly.
+        force_head: what the force coefficients t_kj of Eq. 3 are read from: "edge" (the last edge message
+            m_kj, paper) or "pair" (the edge messages of every block and the node features h_k, h_j of both
+            atoms, beyond the paper: direct forces closer to -dE/dr, models/sio2_md.md).
         bec_asr: enforce sum_a Z_a = 0 per structure exactly.
     """
 
@@ -108,6 +114,7 @@ class ETGNNConfig:
     envelope: str = "cosine"
     isotropic: bool = True
     zero_net_force: bool = False
+    force_head: str = "edge"
     bec_asr: bool = False
 
     def __post_init__(self) -> None:
@@ -129,6 +136,8 @@ class ETGNNConfig:
             raise ValueError(f"triplet_cutoff must be positive or None, got {self.triplet_cutoff}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; use one of {sorted(_ACTIVATIONS)}")
+        if self.force_head not in FORCE_HEADS:
+            raise ValueError(f"unknown force_head {self.force_head!r}; use one of {list(FORCE_HEADS)}")
         if self.envelope not in ("cosine", "polynomial"):
             raise ValueError(f"unknown envelope {self.envelope!r}; use 'cosine' or 'polynomial'")
 
@@ -206,6 +215,7 @@ class HeadInputs:
         n_atoms: [n_structures] atoms per structure.
         dst: [n_edges] atom j of each edge k -> j.  edge_reverse: [n_edges] index of the reverse edge.
         m: [n_edges, hidden] edge messages of the last edge block.
+        m_blocks: the edge messages of every block, each [n_edges, hidden] (the "pair" force head).
         mt: [n_triplets, triplet_hidden] triplet messages, or None when no requested head needs them.
         h: [n_atoms, out_emb] node features, or None when no requested head needs them.
     """
@@ -217,6 +227,7 @@ class HeadInputs:
     dst: torch.Tensor
     edge_reverse: torch.Tensor
     m: torch.Tensor
+    m_blocks: Tuple[torch.Tensor, ...] = ()
     mt: Optional[torch.Tensor] = None
     h: Optional[torch.Tensor] = None
 
@@ -440,7 +451,7 @@ class ETGNN(ModelView, nn.Module):
         b = state.batch
         inp = HeadInputs(
             geo=state.geo, species=state.species, batch=b["batch"], n_atoms=b["n_atoms"], dst=b["edge_dst"],
-            edge_reverse=b["edge_reverse"], m=state.m_blocks[-1],
+            edge_reverse=b["edge_reverse"], m=state.m_blocks[-1], m_blocks=tuple(state.m_blocks),
             mt=self._triplet_messages(state) if any(self.heads_[n].uses_triplets for n in names) else None,
             h=self._node_features(state) if any(self.heads_[n].uses_nodes for n in names) else None,
         )

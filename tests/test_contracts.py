@@ -31,14 +31,18 @@ DEVICES = [
     pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
 ]
 
+#: the paper's force head (last edge message) and the pair head (every block's edge messages, both node features)
+FORCE_HEADS = [pytest.param("edge", id="edge_head"), pytest.param("pair", id="pair_head")]
+
 _MODELS: dict = {}
 
 
-def _model(dtype: torch.dtype, device: str):
-    """A small random model with every head of the registry (one per dtype and device, shared)."""
-    if (dtype, device) not in _MODELS:
-        _MODELS[dtype, device] = small_model(heads=TENSOR_HEADS, dtype=dtype).to(device)
-    return _MODELS[dtype, device]
+def _model(dtype: torch.dtype, device: str, force_head: str = "edge"):
+    """A small random model with every head of the registry (one per dtype, device and force head, shared)."""
+    if (dtype, device, force_head) not in _MODELS:
+        _MODELS[dtype, device, force_head] = small_model(heads=TENSOR_HEADS, dtype=dtype,
+                                                         force_head=force_head).to(device)
+    return _MODELS[dtype, device, force_head]
 
 
 def _outputs(model, structures, stress: bool = True) -> dict:
@@ -87,11 +91,12 @@ def quartz_rattled(quartz_perturbed):
     return atoms
 
 
+@pytest.mark.parametrize("force_head", FORCE_HEADS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
-def test_equivariance(quartz_rattled, dtype, device, reflect):
-    model = _model(dtype, device)
+def test_equivariance(quartz_rattled, dtype, device, force_head, reflect):
+    model = _model(dtype, device, force_head)
     R = random_rotation(np.random.default_rng(1 + reflect), reflect=reflect)
     ref = _outputs(model, [quartz_rattled])
     rot = _outputs(model, [_rotated(quartz_rattled, R)])
@@ -102,10 +107,11 @@ def test_equivariance(quartz_rattled, dtype, device, reflect):
     assert np.abs(ref["born_effective_charges"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("force_head", FORCE_HEADS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_permutation_translation_and_wrapping(quartz_rattled, dtype, device):
-    model = _model(dtype, device)
+def test_permutation_translation_and_wrapping(quartz_rattled, dtype, device, force_head):
+    model = _model(dtype, device, force_head)
     atoms = quartz_rattled
     ref = _outputs(model, [atoms])
     moved = atoms.copy()
@@ -124,11 +130,12 @@ def test_permutation_translation_and_wrapping(quartz_rattled, dtype, device):
         _close(out_wrapped[name], value, TOL[dtype], (name, "wrapped"))
 
 
+@pytest.mark.parametrize("force_head", FORCE_HEADS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_supercell_consistency(quartz_rattled, dtype, device):
+def test_supercell_consistency(quartz_rattled, dtype, device, force_head):
     """Per-atom outputs repeat cell by cell, extensive ones scale with the cell count, intensive ones stay."""
-    model = _model(dtype, device)
+    model = _model(dtype, device, force_head)
     n_cells = 8
     sc = make_supercell(quartz_rattled, 2 * np.eye(3))  # replicas ordered cell by cell
     ref, big = _outputs(model, [quartz_rattled]), _outputs(model, [sc])
@@ -145,12 +152,13 @@ def test_supercell_consistency(quartz_rattled, dtype, device):
     assert big["forces"].shape == (n_cells * len(quartz_rattled), 3)
 
 
+@pytest.mark.parametrize("force_head", FORCE_HEADS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("periodic", [True, False], ids=["crystals", "with_molecule"])
-def test_batch_equals_single(quartz_rattled, dtype, device, periodic):
+def test_batch_equals_single(quartz_rattled, dtype, device, force_head, periodic):
     """A batch gives what each structure gives alone (stress only where every structure is periodic)."""
-    model = _model(dtype, device)
+    model = _model(dtype, device, force_head)
     silicon = bulk("Si", "diamond", a=5.43, cubic=True)
     silicon.rattle(0.05, seed=2)
     last = silicon if periodic else molecule("SiO")

@@ -94,6 +94,40 @@ def test_zero_net_force_and_asr_options(quartz_perturbed):
     assert np.abs(plain["forces"].sum(0)).max() > 1e-6  # the option is what makes it zero
 
 
+def test_pair_force_head_reads_both_atoms_and_keeps_eq3_properties(quartz_perturbed, tmp_path):
+    """force_head = "pair": zero net force, Table S1 zeros, a file round trip, and t_kj depends on h_k and h_j."""
+    from ase_etgnn.model import ETGNNConfig
+    from ase_etgnn.model_file import load_model, save_model
+
+    model = small_model(heads=("energy", "forces"), zero_net_force=True, force_head="pair")
+    assert model.needs_nodes and model.heads_["forces"].node_mlp is None  # h feeds t_kj, no s_j term
+    atoms = quartz_perturbed.copy()
+    atoms.rattle(0.1, seed=2)
+    f = predict(model, [atoms])["forces"]
+    assert np.abs(f.sum(0)).max() < 1e-12 and np.abs(f).max() > 1e-4
+    diamond = bulk("Si", "diamond", a=5.43, cubic=True)
+    assert np.abs(predict(model, [diamond])["forces"]).max() < 1e-12  # Table S1: symmetric sites, zero force
+    # the node features enter: zeroing the h part of the input layer changes the forces
+    first = model.heads_["forces"].edge_mlp[0]
+    n_m = model.config.n_blocks * model.config.hidden
+    with torch.no_grad():
+        saved = first.weight[:, n_m:].clone()
+        first.weight[:, n_m:] = 0.0
+        f_no_h = predict(model, [atoms])["forces"]
+        first.weight[:, n_m:] = saved
+    assert np.abs(f_no_h - f).max() > 1e-6
+    path = save_model(model, tmp_path / "pair.pt")
+    again = load_model(path, dtype=torch.float64)
+    assert again.config.force_head == "pair"
+    np.testing.assert_array_equal(predict(again, [atoms])["forces"], f)
+    # files written before the option read as the paper's edge head; an unknown value is refused
+    old = model.config.to_dict()
+    del old["force_head"]
+    assert ETGNNConfig.from_dict(old).force_head == "edge"
+    with pytest.raises(ValueError, match="force_head"):
+        small_model(force_head="node")
+
+
 def test_index_conventions():
     """Edge k->j unit vector is the first factor of the triplet basis e_kj (x) e_ji (Eq. 6)."""
     ex, ey = torch.tensor([[1.0, 0, 0]]), torch.tensor([[0, 1.0, 0]])
