@@ -90,7 +90,7 @@ class ETGNNConfig:
         zero_net_force: symmetrise force pair coefficients so that sum_j F_j = 0 exactly.
         force_head: what the force coefficients t_kj of Eq. 3 are read from: "edge" (the last edge message
             m_kj, paper) or "pair" (the edge messages of every block and the node features h_k, h_j of both
-            atoms, beyond the paper: direct forces closer to -dE/dr, models/sio2_md.md).
+            atoms; beyond the paper, for direct heads that underfit: models/sio2_md.md, Limits).
         bec_asr: enforce sum_a Z_a = 0 per structure exactly.
     """
 
