@@ -317,7 +317,7 @@ class TensorHead(nn.Module):
         if not self.pair:
             return inp.m  # [n_edges, hidden]
         h_dst = inp.h[inp.dst]  # [n_edges, out_emb] atom j
-        h_src = inp.h[inp.dst[inp.edge_reverse]]  # [n_edges, out_emb] atom k (the reverse edge ends at k)
+        h_src = inp.h[inp.src]  # [n_edges, out_emb] atom k
         return torch.cat([*inp.m_blocks, h_src + h_dst, h_src * h_dst], dim=-1)  # [n_edges, n_in]
 
     def atomic(self, inp: HeadInputs, zero_net_force: bool) -> torch.Tensor:

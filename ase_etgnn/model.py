@@ -213,7 +213,8 @@ class HeadInputs:
         geo: edge and triplet geometry.
         species: [n_atoms] model species index.  batch: [n_atoms] structure of each atom.
         n_atoms: [n_structures] atoms per structure.
-        dst: [n_edges] atom j of each edge k -> j.  edge_reverse: [n_edges] index of the reverse edge.
+        dst: [n_edges] atom j of each edge k -> j.  src: [n_edges] atom k.  edge_reverse: [n_edges] index of
+            the reverse edge.
         m: [n_edges, hidden] edge messages of the last edge block.
         m_blocks: the edge messages of every block, each [n_edges, hidden] (the "pair" force head).
         mt: [n_triplets, triplet_hidden] triplet messages, or None when no requested head needs them.
@@ -225,6 +226,7 @@ class HeadInputs:
     batch: torch.Tensor
     n_atoms: torch.Tensor
     dst: torch.Tensor
+    src: torch.Tensor
     edge_reverse: torch.Tensor
     m: torch.Tensor
     m_blocks: Tuple[torch.Tensor, ...] = ()
@@ -442,8 +444,8 @@ class ETGNN(ModelView, nn.Module):
 
     def predict(self, state: "TrunkState", heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
         """Run the heads ``heads`` (default: all) on a trunk state, computing only the trunk parts they need
-        (triplet messages for non-symmetric rank-2 and rank-3 heads, node features for energy and the
-        isotropic rank-2 term). Asking again for other heads reuses what the state already holds."""
+        (triplet messages for non-symmetric rank-2 and rank-3 heads, node features for energy, the
+        isotropic rank-2 term and the pair force head). Asking again for other heads reuses what the state already holds."""
         names = list(self.heads) if heads is None else list(heads)
         for name in names:
             if name not in self.heads_:
@@ -451,7 +453,7 @@ class ETGNN(ModelView, nn.Module):
         b = state.batch
         inp = HeadInputs(
             geo=state.geo, species=state.species, batch=b["batch"], n_atoms=b["n_atoms"], dst=b["edge_dst"],
-            edge_reverse=b["edge_reverse"], m=state.m_blocks[-1], m_blocks=tuple(state.m_blocks),
+            src=b["edge_src"], edge_reverse=b["edge_reverse"], m=state.m_blocks[-1], m_blocks=tuple(state.m_blocks),
             mt=self._triplet_messages(state) if any(self.heads_[n].uses_triplets for n in names) else None,
             h=self._node_features(state) if any(self.heads_[n].uses_nodes for n in names) else None,
         )

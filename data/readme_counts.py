@@ -8,28 +8,26 @@ Count the file that is committed (``git show :data/al2o3_dfpt.h5 > /tmp/a.h5``) 
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from typing import Dict, List
 
-import h5py
 import numpy as np
+
+from ase_etgnn.records import iter_records
 
 
 def tag_counts(path: str) -> Dict[str, Dict[str, object]]:
-    """Per tag: records, DFPT records, sorted generator indices, wall times (s) of all and of DFPT records."""
+    """Per tag (complete records only): records, DFPT records, sorted generator indices, wall times (s)."""
     rows: Dict[str, Dict[str, List]] = defaultdict(lambda: {"index": [], "dfpt": [], "wall": [], "wall_dfpt": []})
-    with h5py.File(path, "r") as h5:
-        for key, rec in h5["records"].items():
-            prov = json.loads(rec.attrs["provenance"])
-            dfpt = "born_effective_charges" in rec["targets"]
-            row = rows[prov.get("tag", "?")]
-            row["index"].append(int(prov.get("index", -1)))
-            row["dfpt"].append(dfpt)
-            wall = float(prov.get("wall_time_total_s", np.nan))
-            row["wall"].append(wall)
-            if dfpt:
-                row["wall_dfpt"].append(wall)
+    for _, targets, prov in iter_records(path, properties=("born_effective_charges",)):
+        dfpt = "born_effective_charges" in targets
+        row = rows[prov.get("tag", "(no tag)")]
+        row["index"].append(int(prov.get("index", -1)))
+        row["dfpt"].append(dfpt)
+        wall = float(prov.get("wall_time_total_s", np.nan))
+        row["wall"].append(wall)
+        if dfpt:
+            row["wall_dfpt"].append(wall)
     return {tag: {"records": len(r["index"]), "dfpt": int(sum(r["dfpt"])), "indices": sorted(r["index"]),
                   "wall_s": float(np.nansum(r["wall"])), "wall_dfpt_s": r["wall_dfpt"]} for tag, r in rows.items()}
 
