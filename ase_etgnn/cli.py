@@ -220,9 +220,12 @@ def _cmd_compose(args: argparse.Namespace) -> int:
         if not sep or not path or not props:
             raise ValueError(f"--take {spec!r}: expected MODEL_FILE=PROPERTY[,PROPERTY...]")
         takes.append((str(resolve_model_path(path)), [p.strip() for p in props.split(",") if p.strip()]))
-    model = compose_files(takes, args.output, note=args.note or "")
+    model = compose_files(takes, args.output, note=args.note or "", average=args.average)
     sources = model.metadata["composed_from"]
-    routes = ", ".join(f"{p} <- {sources[m]['file']}" for p, m in model.config.routes)
+    cfg = model.config
+    routes = ", ".join(f"{p} <- " + (sources[cfg.members_of(p)[0]]["file"] if len(cfg.members_of(p)) == 1 else
+                                     "mean(" + ", ".join(sources[m]["file"] for m in cfg.members_of(p)) + ")")
+                       for p in cfg.heads)
     print(f"{args.output}: {routes}")
     return 0
 
@@ -317,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--take", action="append", required=True, metavar="MODEL_FILE=PROP[,PROP...]",
                    help="properties (heads) taken from MODEL_FILE, e.g. --take md.pt=energy,forces "
                         "--take sio2.pt=born_effective_charges,dielectric_tensor (repeat per member)")
+    p.add_argument("--average", action="store_true",
+                   help="a property taken from several files is their mean (an ensemble in one file; "
+                        "not energy and forces)")
     p.add_argument("--note", help="a sentence stored in the file's metadata")
     p.set_defaults(func=_cmd_compose)
 

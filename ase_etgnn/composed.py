@@ -14,14 +14,17 @@ It offers the interface of ``ETGNN`` that the calculator and ``evaluate`` use (`
 ``forward``, ``conservative``, ``config.cutoff`` ...). Each member's trunk runs only when one of its properties
 is asked for, so tensors on demand stay on demand: a forces-only MD step runs one trunk. Members must share
 species and radii (one graph serves all). Energy and forces come from one member (stress and -dE/dr belong to
-the energy they differentiate). A composed model is for prediction: train its members, then compose them.
+the energy they differentiate). Any other property may come from several members: the model gives their mean
+(an ensemble in one file; e.g. Born charges and eps_inf as the mean of tensor members trained from different
+seeds, ``compose_files(..., average=True)``, ``etgnn compose --average``). A composed model is for prediction:
+train its members, then compose them.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -38,7 +41,8 @@ class ComposedConfig:
 
     Attributes:
         members: ``((name, ETGNNConfig), ...)``; every member's heads are the properties routed to it.
-        routes: ``((property, member name), ...)`` in head order.
+        routes: ``((property, member name), ...)`` in head order; a property routed to several members is
+            their mean (not energy and forces).
     """
 
     members: Tuple[Tuple[str, ETGNNConfig], ...]
@@ -48,10 +52,16 @@ class ComposedConfig:
         configs = dict(self.members)
         if len(configs) != len(self.members) or not configs:
             raise ValueError(f"member names must be distinct and at least one: {[n for n, _ in self.members]}")
-        route = dict(self.routes)
         for prop, name in self.routes:
             if name not in configs:
                 raise ValueError(f"property {prop!r} is routed to {name!r}, which is not a member ({sorted(configs)})")
+        if len(set(self.routes)) != len(self.routes):
+            raise ValueError(f"a property is routed to the same member twice: {list(self.routes)}")
+        route = self._route
+        for prop in ("energy", "forces"):
+            if len(route.get(prop, ())) > 1:
+                raise ValueError(f"{prop} must come from one member, not the mean of {list(route[prop])}: -dE/dr "
+                                 "and stress belong to the energy they differentiate")
         for name, cfg in self.members:
             mine = tuple(p for p, n in self.routes if n == name)
             if not mine:
@@ -65,12 +75,19 @@ class ComposedConfig:
                     raise ValueError(f"members must share {attr} (one graph serves all): {self.members[0][0]!r} has "
                                      f"{getattr(first, attr)}, {name!r} has {getattr(cfg, attr)}")
         if "energy" in route and "forces" in route and route["energy"] != route["forces"]:
-            raise ValueError(f"energy ({route['energy']!r}) and forces ({route['forces']!r}) must come from one "
-                             "member: -dE/dr and stress belong to the energy they differentiate")
+            raise ValueError(f"energy ({route['energy'][0]!r}) and forces ({route['forces'][0]!r}) must come from "
+                             "one member: -dE/dr and stress belong to the energy they differentiate")
+        for prop, names in route.items():
+            for flag in ("bec_asr", "zero_net_force"):
+                if len({getattr(configs[n], flag) for n in names}) > 1:
+                    raise ValueError(f"the members averaged for {prop!r} ({list(names)}) differ in {flag}")
 
     @cached_property
-    def _route(self) -> Dict[str, str]:
-        return dict(self.routes)  # property -> member name; read per MD step, built once
+    def _route(self) -> Dict[str, Tuple[str, ...]]:
+        out: Dict[str, Tuple[str, ...]] = {}  # property -> member names; read per MD step, built once
+        for prop, name in self.routes:
+            out[prop] = out.get(prop, ()) + (name,)
+        return out
 
     @property
     def species(self) -> Tuple[str, ...]:
@@ -78,7 +95,7 @@ class ComposedConfig:
 
     @cached_property
     def heads(self) -> Tuple[str, ...]:
-        return tuple(p for p, _ in self.routes)
+        return tuple(self._route)
 
     @property
     def cutoff(self) -> float:
@@ -88,11 +105,12 @@ class ComposedConfig:
     def effective_triplet_cutoff(self) -> float:
         return self.members[0][1].effective_triplet_cutoff
 
-    def member_of(self, prop: str) -> str:
+    def members_of(self, prop: str) -> Tuple[str, ...]:
+        """The members ``prop`` comes from (their mean when several)."""
         return self._route[prop]
 
     def _flag(self, prop: str, flag: str) -> bool:
-        return prop in self._route and getattr(dict(self.members)[self._route[prop]], flag)
+        return prop in self._route and getattr(dict(self.members)[self._route[prop][0]], flag)
 
     @cached_property
     def zero_net_force(self) -> bool:
@@ -105,13 +123,15 @@ class ComposedConfig:
         return self._flag("born_effective_charges", "bec_asr")
 
     def to_dict(self) -> dict:
-        return {"composed": {"members": {n: c.to_dict() for n, c in self.members}, "routes": dict(self.routes)}}
+        routes = {p: n[0] if len(n) == 1 else list(n) for p, n in self._route.items()}
+        return {"composed": {"members": {n: c.to_dict() for n, c in self.members}, "routes": routes}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ComposedConfig":
         body = d["composed"]
         return cls(members=tuple((n, ETGNNConfig.from_dict(c)) for n, c in body["members"].items()),
-                   routes=tuple((p, n) for p, n in body["routes"].items()))
+                   routes=tuple((p, n) for p, ns in body["routes"].items()
+                                for n in ([ns] if isinstance(ns, str) else ns)))
 
 
 @dataclass
@@ -152,7 +172,8 @@ class ComposedModel(ModelView, nn.Module):
                 raise KeyError(f"model has no head {h!r}; heads: {list(self.heads)}")
         groups: Dict[str, list] = {}
         for h in names:
-            groups.setdefault(self.config.member_of(h), []).append(h)
+            for member in self.config.members_of(h):
+                groups.setdefault(member, []).append(h)
         return groups
 
     def trunk(self, batch: GraphBatch, recompute: bool = False) -> ComposedState:
@@ -161,49 +182,55 @@ class ComposedModel(ModelView, nn.Module):
         return ComposedState(batch=batch)
 
     def predict(self, state: ComposedState, heads: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
-        """Heads ``heads`` (default: all), each from its member; a member's trunk runs once per state."""
-        out: Dict[str, torch.Tensor] = {}
+        """Heads ``heads`` (default: all), each from its member or the mean of its members; a member's trunk
+        runs once per state."""
+        total: Dict[str, torch.Tensor] = {}
+        count: Dict[str, int] = {}
         for name, names in self._by_member(heads).items():
             member = self.members[name]
             if name not in state.members:
                 state.members[name] = member.trunk(state.batch)
-            out.update(member.predict(state.members[name], names))
-        return out
+            for key, value in member.predict(state.members[name], names).items():
+                total[key] = value if key not in total else total[key] + value
+                count[key] = count.get(key, 0) + 1
+        return {k: v / count[k] if count[k] > 1 else v for k, v in total.items()}
 
     def conservative(self, batch: GraphBatch, stress: bool = True, heads: Optional[Sequence[str]] = None,
                      recompute: bool = False, forces: str = "both") -> Tuple[Dict[str, torch.Tensor], ComposedState]:
         """As ``ETGNN.conservative``: -dE/dr (and stress) from the energy member, the other heads from theirs."""
         if "energy" not in self.heads:
             raise ValueError("conservative forces need a model with an 'energy' head")
-        name = self.config.member_of("energy")
+        name = self.config.members_of("energy")[0]
         names = list(self.heads) if heads is None else list(dict.fromkeys(["energy", *heads]))
         if forces == "conservative":
             names = [n for n in names if n != "forces"]
         groups = self._by_member(names)
-        out, member_state = self.members[name].conservative(batch, stress=stress, heads=groups.pop(name),
+        mine = groups.pop(name)
+        out, member_state = self.members[name].conservative(batch, stress=stress, heads=mine,
                                                             recompute=recompute, forces=forces)
         state = ComposedState(batch=member_state.batch, members={name: member_state})
-        with torch.no_grad():
-            out.update(self.predict(state, [h for hs in groups.values() for h in hs]))
+        with torch.no_grad():  # the other members' heads, and the means the energy member takes part in
+            out.update(self.predict(state, [h for h in names if h not in mine or len(self.config.members_of(h)) > 1]))
         return out, state
 
 
-def compose(members: Mapping[str, ETGNN], routes: Mapping[str, str]) -> ComposedModel:
+def compose(members: Mapping[str, ETGNN], routes: Mapping[str, Union[str, Sequence[str]]]) -> ComposedModel:
     """A ``ComposedModel`` of ``members`` (name -> model) giving each property of ``routes`` (property -> member
-    name) from that member. Heads a member is not routed are dropped (with the trunk parts only they used).
-    Weights are copied, in the dtype of the first member used."""
-    unknown = sorted(set(routes.values()) - set(members))
+    name, or several names: their mean) from that member. Heads a member is not routed are dropped (with the
+    trunk parts only they used). Weights are copied, in the dtype of the first member used."""
+    pairs = tuple((p, n) for p, ns in routes.items() for n in ([ns] if isinstance(ns, str) else ns))
+    unknown = sorted({n for _, n in pairs} - set(members))
     if unknown:
         raise ValueError(f"routes name member(s) {unknown} that are not given ({sorted(members)})")
-    used = {n: m for n, m in members.items() if n in routes.values()}
+    used = {n: m for n, m in members.items() if any(r == n for _, r in pairs)}
     for n, m in used.items():
-        missing = [p for p, r in routes.items() if r == n and p not in m.heads]
+        missing = [p for p, r in pairs if r == n and p not in m.heads]
         if missing:
             raise KeyError(f"member {n!r} has no head {missing[0]!r}; heads: {list(m.heads)}")
     config = ComposedConfig(
-        members=tuple((n, dataclasses.replace(m.config, heads=tuple(h for h in m.heads if routes.get(h) == n)))
+        members=tuple((n, dataclasses.replace(m.config, heads=tuple(h for h in m.heads if (h, n) in pairs)))
                       for n, m in used.items()),
-        routes=tuple(routes.items()))
+        routes=pairs)
     model = ComposedModel(config).to(dtype=next(iter(used.values())).dtype)
     for n, m in used.items():
         keep = model.members[n].state_dict().keys()
@@ -211,10 +238,12 @@ def compose(members: Mapping[str, ETGNN], routes: Mapping[str, str]) -> Composed
     return model.eval()
 
 
-def compose_files(takes: Sequence[Tuple[str, Sequence[str]]], output: str, note: str = "") -> ComposedModel:
+def compose_files(takes: Sequence[Tuple[str, Sequence[str]]], output: str, note: str = "",
+                  average: bool = False) -> ComposedModel:
     """Compose the model files of ``takes`` (``(path, properties)`` each; members ``m1``, ``m2``, ... in that
-    order) and save the result to ``output``. Its metadata names each member's file, checksum (the one the file
-    carries, verified on load) and own metadata."""
+    order) and save the result to ``output``. A property taken from several files is refused, or with
+    ``average`` their mean. Its metadata names each member's file, checksum (the one the file carries, verified
+    on load) and own metadata."""
     from .model_file import load_model, save_model  # here: model_file imports this module
 
     members, routes, sources = {}, {}, {}
@@ -224,9 +253,10 @@ def compose_files(takes: Sequence[Tuple[str, Sequence[str]]], output: str, note:
         if not isinstance(model, ETGNN):
             raise ValueError(f"{path}: is a composed model already; take properties from its members' files")
         for p in props:
-            if p in routes:
-                raise ValueError(f"property {p!r} is taken twice ({sources[routes[p]]['file']} and {path})")
-            routes[p] = name
+            if p in routes and not average:
+                raise ValueError(f"property {p!r} is taken twice ({sources[routes[p][0]]['file']} and {path}); "
+                                 "--average takes their mean")
+            routes[p] = routes.get(p, ()) + (name,)
         members[name] = model
         sources[name] = {"file": str(path), "checksum": model.checksum, "properties": list(props),
                          "metadata": model.metadata}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.checkpoint
@@ -57,11 +57,16 @@ __all__ = [
     "Geometry",
     "HeadInputs",
     "build_model",
+    "rebuild_heads",
     "TrunkState",
 ]
 
 #: what the direct force head reads (``ETGNNConfig.force_head``)
 FORCE_HEADS = ("edge", "pair")
+
+#: ``ETGNNConfig`` settings that shape one head only, and that head: a fine-tune may change them when it
+#: draws that head afresh (``rebuild_heads``, ``TrainConfig.reinit_heads``)
+HEAD_SETTINGS = {"force_head": "forces"}
 
 #: how ``ETGNN.forward`` gives forces: the forces head, ``-dE/dr`` of the energy head, or both
 #: (``forces`` direct, ``forces_conservative`` = -dE/dr)
@@ -572,6 +577,37 @@ def reinitialize_heads(model: ETGNN, names: Sequence[str], seed: int) -> None:
     gen = torch.Generator().manual_seed(int(seed))
     for name in names:
         _init_weights(model.heads_[name], gen)
+
+
+def rebuild_heads(model: ETGNN, changes: Mapping[str, Any], seed: int) -> ETGNN:
+    """A copy of ``model`` with head-only settings (``HEAD_SETTINGS``) changed, e.g. ``{"force_head": "pair"}``.
+
+    The trunk, every other head and every head's normalisation are copied; the changed heads, and any trunk
+    part only they read (the node output block a pair force head adds), are drawn from ``seed``.  Same
+    device, dtype and metadata as ``model``.
+    """
+    other = sorted(set(changes) - set(HEAD_SETTINGS))
+    if other:
+        raise ValueError(f"{other} shape the trunk, not one head; only {sorted(HEAD_SETTINGS)} can be changed")
+    heads = sorted({HEAD_SETTINGS[k] for k in changes})
+    absent = [h for h in heads if h not in model.heads_]
+    if absent:
+        raise KeyError(f"model has no head {absent[0]!r}; heads: {list(model.heads)}")
+    ref = next(model.parameters())
+    new = construct(dataclasses.replace(model.config, **changes)).to(device=ref.device, dtype=ref.dtype)
+    drop = {f"heads_.{h}.{n}" for h in heads for n, _ in model.heads_[h].named_parameters()}
+    missing, unexpected = new.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k not in drop}, strict=False)
+    if unexpected:  # every kept weight must have a place in the new model
+        raise RuntimeError(f"rebuild_heads: weights without a place in the new model: {unexpected}")
+    gen = torch.Generator().manual_seed(int(seed))
+    for h in heads:
+        _init_weights(new.heads_[h], gen)
+    owners = sorted({k.rsplit(".", 1)[0] for k in missing if not k.startswith("heads_.")})
+    for owner in owners:  # trunk layers the new heads read and the old model did not have
+        _init_weights(new.get_submodule(owner), gen)
+    new.metadata = dict(getattr(model, "metadata", {}))
+    return new.train(model.training)
 
 
 def construct(config: ETGNNConfig) -> ETGNN:

@@ -48,6 +48,30 @@ def test_each_property_comes_from_its_member(members, quartz_perturbed, forces, 
         assert not np.allclose(value, other), name  # the members differ, so the routing is seen
 
 
+@pytest.mark.parametrize("forces", ["direct", "conservative"])
+def test_a_property_from_several_members_is_their_mean(members, quartz_perturbed, forces, tmp_path):
+    """An ensemble in one file: tensors the mean of two members (also the energy member's own, in conservative
+    mode), energy, forces and stress from the energy member alone, through save and load."""
+    three = {**members, "dfpt2": small_model(heads=FORCE_SIDE + TENSORS, seed=4)}
+    routes = {"energy": "md", "forces": "md", "born_effective_charges": ["dfpt", "dfpt2", "md"],
+              "dielectric_tensor": ["dfpt", "dfpt2"]}
+    model = compose(three, routes)
+    assert model.members["md"].heads == ("energy", "forces", "born_effective_charges")
+    save_model(model, tmp_path / "e.pt")
+    got = _results(load_model(tmp_path / "e.pt"), quartz_perturbed, forces)
+    each = {n: _results(m, quartz_perturbed, forces) for n, m in three.items()}
+    for name, value in got.items():
+        names = routes.get(name, "md")  # stress: of the energy member
+        names = names if isinstance(names, list) else [names]
+        np.testing.assert_allclose(value, np.mean([each[n][name] for n in names], axis=0), rtol=1e-12, atol=1e-14)
+        assert not np.allclose(value, each["dfpt"][name]), name  # the members differ: the mean is seen
+    with pytest.raises(ValueError, match="forces must come from one member"):
+        compose(three, {"energy": "md", "forces": ["md", "dfpt"]})
+    asr = {**three, "dfpt2": small_model(heads=TENSORS, seed=4, bec_asr=True)}
+    with pytest.raises(ValueError, match="differ in bec_asr"):
+        compose(asr, {"born_effective_charges": ["dfpt", "dfpt2"]})
+
+
 def test_tensors_on_demand_run_only_the_members_asked(members, quartz_perturbed, monkeypatch):
     model = compose(members, ROUTES)
     calls = {"md": 0, "dfpt": 0}
@@ -105,6 +129,10 @@ def test_cli_compose_names_its_sources(members, tmp_path, capsys):
     assert "composed model already" in capsys.readouterr().err
     assert cli_main(["compose", str(tmp_path / "x.pt"), "--take", f"{a}=energy", "--take", f"{b}=energy"]) == 2
     assert "taken twice" in capsys.readouterr().err
+    assert cli_main(["compose", str(tmp_path / "x.pt"), "--take", f"{a}=born_effective_charges",
+                     "--take", f"{b}=born_effective_charges", "--average"]) == 0
+    assert f"born_effective_charges <- mean({a}, {b})" in capsys.readouterr().out
+    assert load_model(tmp_path / "x.pt").config.members_of("born_effective_charges") == ("m1", "m2")
 
 
 def test_a_composed_model_cannot_be_a_training_start(members, tmp_path):

@@ -430,6 +430,45 @@ def test_committee_member_settings_reinit_heads_and_bootstrap(teacher_data, tmp_
 
 
 
+def test_init_from_a_composed_member_and_a_new_force_head(teacher_data, tmp_path):
+    """init_member starts a run from one member of a composed file; a head in reinit_heads may change its
+    head-only settings (force_head): trunk and other heads carry over exactly, the new head is drawn from seed."""
+    from ase_etgnn import load_model
+    from ase_etgnn.cli import main
+    from ase_etgnn.model import rebuild_heads
+
+    first = train(_config(teacher_data, tmp_path / "first", epochs=1))
+    composed = tmp_path / "composed.pt"
+    assert main(["compose", str(composed), "--take", f"{first.best_path}=forces",
+                 "--take", f"{first.best_path}=born_effective_charges,dielectric_tensor"]) == 0
+    members = list(load_model(composed).members)
+    with pytest.raises(ValueError, match=rf"init_member \(one of \{members!r}\), got None"):
+        train(_config(teacher_data, tmp_path / "no_member", epochs=1, model={}, init_from=str(composed)))
+    with pytest.raises(ValueError, match="this file holds one model"):
+        train(_config(teacher_data, tmp_path / "single", epochs=1, model={}, init_from=first.best_path,
+                      init_member="m1"))
+    with pytest.raises(ValueError, match="force_head: run 'pair', file 'edge'"):  # the head is not redrawn
+        train(_config(teacher_data, tmp_path / "keep", epochs=1, model={"force_head": "pair"},
+                      init_from=first.best_path))
+    pair = dict(model={"force_head": "pair"}, reinit_heads=["forces"], seed=3, epochs=1, init_from=str(composed),
+                init_member=members[0])
+    run = train(_config(teacher_data, tmp_path / "pair", lr=1e-12, **pair))
+    again = train(_config(teacher_data, tmp_path / "pair_again", lr=1e-12, **pair))
+    src = load_model(composed).members[members[0]].state_dict()
+    out = load_model(run.best_path)
+    sd = out.state_dict()
+    assert out.config.force_head == "pair" and out.config.heads == ("forces",)
+    assert load_model(run.best_path).metadata["init_from"]["metadata"]["member"] == members[0]
+    head = {k for k in sd if k.startswith("heads_.forces.") and "mlp" in k or k not in src}
+    assert head > {k for k in sd if k.startswith("node_output.")} != set()  # the pair head's atom features
+    assert all(torch.allclose(sd[k], src[k], rtol=0, atol=1e-10) for k in sd if k not in head)  # copied
+    assert all(torch.equal(sd[k], load_model(again.best_path).state_dict()[k]) for k in sd)  # seed decides
+    assert torch.equal(sd["heads_.forces.scale"], src["heads_.forces.scale"])  # normalisation kept
+    assert run.history[0]["val_mae"]["forces"] != pytest.approx(first.history[-1]["val_mae"]["forces"], rel=1e-3)
+    with pytest.raises(ValueError, match=r"\['hidden'\] shape the trunk"):
+        rebuild_heads(out, {"hidden": 8}, seed=0)
+
+
 def test_train_heads_refits_named_heads_and_keeps_every_other_weight(teacher_data, tmp_path):
     """train_heads: the named tensor heads change, the trunk and the other heads stay bit-identical (forces and
     energy of the exported model are those of init_from); it needs init_from and a head the model has."""

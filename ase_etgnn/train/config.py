@@ -51,6 +51,8 @@ class TrainConfig:
         init_from: model file (``save_model`` format) whose weights and target normalisation start the run:
             fine-tuning a shipped model on more data.  Its species, heads and architecture are used;
             ``species``/``heads``/``[model]`` may be left out and must agree with the file if given.
+        init_member: with a composed ``init_from`` file (``etgnn compose``), the member that starts the run
+            (e.g. ``"m1"``, the energy and forces member of ``models/sio2_md.pt``).
         reinit_heads: heads of the ``init_from`` model whose weights are drawn afresh from ``seed`` (its
             normalisation kept): committee members that share a trunk but not their heads.
         train_heads: heads of the ``init_from`` model whose weights alone are trained; the trunk and every
@@ -84,6 +86,7 @@ class TrainConfig:
     split_seed: int = 0
     split_file: Optional[str] = None
     init_from: Optional[str] = None
+    init_member: Optional[str] = None
     reinit_heads: Tuple[str, ...] = ()
     train_heads: Tuple[str, ...] = ()
     bootstrap: bool = False
@@ -136,6 +139,8 @@ class TrainConfig:
             errs.append("loss_weights: 'stress' needs forces_mode = 'conservative' or 'joint'")
         if FORCES_CONSERVATIVE in self.loss_weights and self.forces_mode != "joint":
             errs.append(f"loss_weights: '{FORCES_CONSERVATIVE}' needs forces_mode = 'joint'")
+        if self.init_member is not None and self.init_from is None:
+            errs.append("init_member needs init_from (the composed model file it is a member of)")
         if self.reinit_heads and self.init_from is None:
             errs.append("reinit_heads needs init_from (the model whose other weights are kept)")
         if self.train_heads and self.init_from is None:

@@ -8,9 +8,11 @@ target normalisation and the starting weights.
   every head with labels in the training split; normalisation fitted on the training split
   (``normalization.compute_normalization``); weights initialised from ``seed``; split from ``split_file``
   or ``split``/``split_seed``.
-* init_from: species, heads, architecture, normalisation and weights of the model file (run settings
-  given anyway must agree with the file); heads without labels here keep their weights untrained; the
-  heads in ``reinit_heads`` are drawn afresh from ``seed`` (normalisation kept).
+* init_from: species, heads, architecture, normalisation and weights of the model file, or of its member
+  ``init_member`` for a composed file (run settings given anyway must agree with the file); heads without
+  labels here keep their weights untrained; the heads in ``reinit_heads`` are drawn afresh from ``seed``
+  (normalisation kept) and may change their head-only settings (``model.HEAD_SETTINGS``, e.g.
+  ``force_head``): a new force head on a trained trunk.
 * resume: the split and weights of the checkpoint; species, heads and normalisation as the run that wrote
   it started (fresh or ``init_from``, which is read again: it fixes the architecture).
 """
@@ -26,7 +28,8 @@ import torch
 from ase.data import chemical_symbols
 
 from .. import build_model, load_model
-from ..model import ETGNN, reinitialize_heads
+from ..composed import ComposedModel
+from ..model import HEAD_SETTINGS, rebuild_heads, reinitialize_heads
 from ..records import RecordReader
 from ..properties import TENSOR_HEADS
 from .config import TrainConfig, resume_changes
@@ -125,20 +128,32 @@ def _scan(reader: RecordReader, train: Sequence[int], all_elements: bool) -> Tra
 def _load_init_model(config: TrainConfig, device: torch.device, dtype: torch.dtype):
     """The ``init_from`` model, checked against the run's ``species``, ``heads`` and ``[model]`` settings."""
     model = load_model(config.init_from, device=device, dtype=dtype)
-    if not isinstance(model, ETGNN):
-        raise ValueError(f"init_from {config.init_from}: a composed model (several members) cannot be trained; "
-                         "start from one of its members' files")
+    if isinstance(model, ComposedModel):
+        if config.init_member not in model.members:
+            raise ValueError(f"init_from {config.init_from}: a composed model (several members) cannot be trained; "
+                             f"name the member to start from with init_member (one of {list(model.members)}), "
+                             f"got {config.init_member!r}")
+        composed = model.metadata.get("composed_from", {}).get(config.init_member, {})
+        model = model.members[config.init_member]
+        model.metadata = {"member": config.init_member, "member_file": composed.get("file"),
+                          **composed.get("metadata", {})}
+    elif config.init_member is not None:
+        raise ValueError(f"init_from {config.init_from}: init_member {config.init_member!r} names a member of a "
+                         "composed model file, but this file holds one model")
     have = model.config.to_dict()
     wanted = dict(config.model)
     if config.species is not None:
         wanted["species"] = list(config.species)
     if config.heads is not None:
         wanted["heads"] = list(config.heads)
-    differ = [f"{k}: run {v!r}, file {have.get(k)!r}" for k, v in sorted(wanted.items()) if have.get(k) != v]
+    changed = {k: v for k, v in sorted(wanted.items()) if have.get(k) != v}
+    swap = {k: v for k, v in changed.items() if HEAD_SETTINGS.get(k) in config.reinit_heads}
+    differ = [f"{k}: run {v!r}, file {have.get(k)!r}" for k, v in changed.items() if k not in swap]
     if differ:
         raise ValueError(f"init_from {config.init_from}: settings differ from the model file's "
-                         f"(leave them out to take the file's):\n  " + "\n  ".join(differ))
-    return model
+                         f"(leave them out to take the file's; {sorted(HEAD_SETTINGS)} may change for a head in "
+                         f"reinit_heads):\n  " + "\n  ".join(differ))
+    return rebuild_heads(model, swap, config.seed) if swap else model
 
 
 def _fresh_heads(config: TrainConfig, present: FrozenSet[str]) -> Tuple[str, ...]:
