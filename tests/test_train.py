@@ -465,6 +465,8 @@ def test_init_from_a_composed_member_and_a_new_force_head(teacher_data, tmp_path
     assert all(torch.equal(sd[k], load_model(again.best_path).state_dict()[k]) for k in sd)  # seed decides
     assert torch.equal(sd["heads_.forces.scale"], src["heads_.forces.scale"])  # normalisation kept
     assert run.history[0]["val_mae"]["forces"] != pytest.approx(first.history[-1]["val_mae"]["forces"], rel=1e-3)
+    with pytest.raises(ValueError, match="init_member needs init_from"):
+        _config(teacher_data, tmp_path / "bad", init_member="m1")
     with pytest.raises(ValueError, match=r"\['hidden'\] shape the trunk"):
         rebuild_heads(out, {"hidden": 8}, seed=0)
 
