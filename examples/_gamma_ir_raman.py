@@ -50,6 +50,9 @@ class Crystal:
         imaginary_hint: printed after the imaginary-frequency warnings.
         experiment: measured TO frequencies by irrep (cm^-1; one per degenerate group) or None.
         experiment_source: reference of ``experiment``.
+        dft: loads TO frequencies of the reference DFT at the unrelaxed structure by irrep (cm^-1, ascending;
+            None when its file is missing), printed next to experiment.
+        dft_source: where ``dft`` comes from.
     """
 
     name: str
@@ -60,6 +63,8 @@ class Crystal:
     imaginary_hint: str
     experiment: Optional[Mapping[str, Sequence[float]]] = None
     experiment_source: str = ""
+    dft: Optional[Callable[[], Optional[Mapping[str, Sequence[float]]]]] = None
+    dft_source: str = ""
 
     @property
     def files(self) -> Tuple[str, ...]:
@@ -93,14 +98,33 @@ def print_groups(table: List[dict]) -> None:
               f"{r['ir_intensity_km_mol']:10.2f} {r['raman_activity_A4_amu']:13.3f}")
 
 
-def print_experiment(matched: List[dict], source: str) -> None:
-    print(f"against experiment ({source}), matched by irrep in order of frequency:")
-    print(f"{'irrep':>5} {'expt cm-1':>9} {'ETGNN':>9} {'diff':>7} {'IR km/mol':>10} {'Raman A4/amu':>13}")
+def add_dft(matched: List[dict], dft: Mapping[str, Sequence[float]]) -> None:
+    """Give each row of ``matched`` the DFT frequency of its irrep and rank (``dft_cm1``, ``minus_dft_cm1``)."""
+    rank: Dict[str, int] = {}
     for m in matched:
+        k = rank[m["irrep"]] = rank.get(m["irrep"], -1) + 1
+        ref = sorted(dft.get(m["irrep"], ()))
+        if k < len(ref):
+            m["dft_cm1"] = float(ref[k])
+            m["minus_dft_cm1"] = m["computed_cm1"] - float(ref[k])
+
+
+def print_experiment(matched: List[dict], source: str, dft_source: str = "") -> None:
+    print(f"against experiment ({source}), matched by irrep in order of frequency"
+          + (f"; DFT: {dft_source}" if dft_source else "") + ":")
+    print(f"{'irrep':>5} {'expt cm-1':>9} {'ETGNN':>9} {'diff':>7} {'DFT':>7} {'ETGNN-DFT':>9} {'IR km/mol':>10} "
+          f"{'Raman A4/amu':>13}")
+    for m in matched:
+        dft = [f"{m['dft_cm1']:7.1f}", f"{m['minus_dft_cm1']:+9.1f}"] if "dft_cm1" in m else ["-".rjust(7), "-".rjust(9)]
         print(f"{m['irrep']:>5} {m['experiment_cm1']:9.0f} {m['computed_cm1']:9.1f} {m['difference_cm1']:+7.1f} "
-              f"{m['ir_intensity_km_mol']:10.2f} {m['raman_activity_A4_amu']:13.3f}")
+              f"{dft[0]} {dft[1]} {m['ir_intensity_km_mol']:10.2f} {m['raman_activity_A4_amu']:13.3f}")
     diffs = np.abs([m["difference_cm1"] for m in matched])
     print(f"mean |diff| {diffs.mean():.1f} cm-1, max {diffs.max():.1f} cm-1 over {len(matched)} mode groups")
+    to_dft = np.abs([m["minus_dft_cm1"] for m in matched if "minus_dft_cm1" in m])
+    if len(to_dft):
+        to_expt = np.abs([m["dft_cm1"] - m["experiment_cm1"] for m in matched if "dft_cm1" in m])
+        print(f"ETGNN - DFT: mean |diff| {to_dft.mean():.1f} cm-1, max {to_dft.max():.1f} over {len(to_dft)} mode "
+              f"groups; DFT - experiment: mean |diff| {to_expt.mean():.1f} cm-1")
 
 
 def run(crystal: Crystal, doc: str, argv: Optional[Sequence[str]] = None, calc=None,
@@ -146,7 +170,11 @@ def run(crystal: Crystal, doc: str, argv: Optional[Sequence[str]] = None, calc=N
                "cell": atoms.cell[:].tolist(), "scaled_positions": atoms.get_scaled_positions().tolist(), **extra}
     if crystal.experiment is not None:
         summary["experiment"] = match_experiment(table, crystal.experiment)
-        print_experiment(summary["experiment"], crystal.experiment_source)
+        dft = crystal.dft() if crystal.dft is not None else None
+        if dft is not None:
+            add_dft(summary["experiment"], dft)
+            summary["dft_source"] = crystal.dft_source + (" (at the unrelaxed structure)" if args.relax else "")
+        print_experiment(summary["experiment"], crystal.experiment_source, summary.get("dft_source", ""))
     modes_file, summary_file, spectra_png, dispersion_png = (out / f for f in crystal.files)
     modes_file.write_text(json.dumps(rows, indent=1))
     summary_file.write_text(json.dumps(summary, indent=1))

@@ -669,6 +669,9 @@ def test_sapphire_example_d3d_irreps_selection_rules_and_experiment_table(tmp_pa
     reference = tmp_path / "ideal.h5"
     append_record(reference, atoms, {"dielectric_tensor": 3.2 * np.eye(3)}, {"tag": "ideal-corundum"}, key="k")
     monkeypatch.setattr(sapphire, "DFPT_REFERENCE", reference)
+    dft = {"A1g": [640.0, 410.0], "Eg": [370.0, 430.0, 450.0, 580.0, 750.0]}  # no A2u, Eu: no DFT column there
+    monkeypatch.setattr(sapphire, "FROZEN_PHONON", tmp_path / "fph.json")
+    (tmp_path / "fph.json").write_text(json.dumps({"all_modes": {"DFT": dft}}))
     rows = sapphire.main(["--out", str(tmp_path / "s"), "--supercell", "1", "1", "1"], calc=calc)
     summary = json.loads((tmp_path / "s" / "sapphire_summary.json").read_text())
     groups = summary["mode_groups"]
@@ -687,8 +690,54 @@ def test_sapphire_example_d3d_irreps_selection_rules_and_experiment_table(tmp_pa
     assert [m["irrep"] for m in summary["experiment"]] == ["A1g"] * 2 + ["Eg"] * 5 + ["A2u"] * 2 + ["Eu"] * 4
     for m in summary["experiment"]:
         assert m["difference_cm1"] == pytest.approx(m["computed_cm1"] - m["experiment_cm1"])
+    with_dft = [(m["irrep"], m["dft_cm1"]) for m in summary["experiment"] if "dft_cm1" in m]
+    assert with_dft == [("A1g", 410.0), ("A1g", 640.0)] + [("Eg", x) for x in dft["Eg"]]  # by rank in its irrep
+    assert all(m["minus_dft_cm1"] == m["computed_cm1"] - m["dft_cm1"] for m in summary["experiment"] if "dft_cm1" in m)
     assert summary["eps_inf_minus_dfpt_max_abs"] == pytest.approx(
         np.abs(np.array(summary["eps_inf_experimental_geometry"]) - 3.2 * np.eye(3)).max())
+
+
+def test_frozen_phonon_reference_from_stored_forces_equals_phonopy_on_the_calculator(tmp_path):
+    """data/al2o3_frozen_phonon.py: forces stored as records (as the QE job writes them) give the Gamma TO
+    frequencies that phonopy gets from the calculator itself on the 10-atom cell, in D3d's 2 A1g + 5 Eg + 3 A2g +
+    2 A1u + 2 A2u + 4 Eu optical groups; a record of another structure under a frame's key is refused."""
+    import sys
+    from pathlib import Path
+
+    from ase_etgnn.records import append_record
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data"))
+    try:
+        import al2o3_frozen_phonon as fph
+    finally:
+        sys.path.pop(0)
+    atoms, calc = corundum_toy()
+    phonon = fph.displaced_phonopy()
+    frames = fph.frames(phonon)
+    data = tmp_path / "fph.h5"
+    for i, frame in enumerate(frames):
+        frame.calc = calc
+        append_record(data, frame, {"forces": frame.get_forces()}, {"tag": "corundum-fph"}, key=f"corundum-fph-0-{i}")
+    fph.set_forces(phonon, fph.dft_forces(str(data), frames))
+    stored = fph.by_irrep(fph.mode_table(phonon))
+    direct = fph.by_irrep(fph.mode_table(make_phonopy(atoms, calc, supercell_matrix=[1, 1, 1],
+                                                      displacement=fph.DISPLACEMENT, is_plusminus=True)))
+    assert {k: len(v) for k, v in stored.items()} == {"A1g": 2, "Eg": 5, "A2g": 3, "A1u": 2, "A2u": 2, "Eu": 4}
+    assert stored.keys() == direct.keys()
+    for k in stored:
+        np.testing.assert_allclose(stored[k], direct[k], rtol=0, atol=1e-6)
+    moved = frames[2].copy()
+    moved.positions[0] += 0.01
+    other = tmp_path / "other.h5"
+    for i, frame in enumerate(frames[:2] + [moved]):
+        append_record(other, frame, {"forces": np.zeros((10, 3))}, {"tag": "x"}, key=f"corundum-fph-0-{i}")
+    with pytest.raises(ValueError, match="corundum-fph-0-2 is not frame 2"):
+        fph.dft_forces(str(other), frames)
+    partial = tmp_path / "partial.h5"
+    for i, frame in enumerate(frames[:3]):
+        append_record(partial, frame, {"forces": np.zeros((10, 3))}, {"tag": "x"}, key=f"corundum-fph-0-{i}")
+    with pytest.raises(ValueError, match=r"frames \[3, 4, 5, 6\] of 7 have no record"):
+        fph.dft_forces(str(partial), frames)
 
 
 def test_match_experiment_refuses_a_different_number_of_groups():

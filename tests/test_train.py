@@ -542,3 +542,33 @@ def test_student_learns_teacher(teacher_data, tmp_path):
     assert len(res.history) == 101
     for h in ("forces", "born_effective_charges"):
         assert best[h] < start[h] / 5, (h, start[h], best[h])
+
+
+def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
+    """models/al2o3.pt is models/al2o3_train.toml's run; the v2 split keeps each of the first 125 records where
+    stage 1 had it; the two-oxide split (data/oxides_dfpt.h5 = SiO2 then the first 248 Al2O3 records) puts every
+    record where the separate model's split has it, so neither separate test record is trained on."""
+    from ase_etgnn import load_model
+    from ase_etgnn.records import count_records, iter_records
+    from ase_etgnn.train import load_split
+
+    s1 = load_train_config(str(ROOT / "models" / "al2o3_train.toml"))
+    s2 = load_train_config(str(ROOT / "models" / "al2o3_finetune.toml"))
+    ox = load_train_config(str(ROOT / "models" / "oxides_train.toml"))
+    meta = load_model(ROOT / "models" / "al2o3.pt").metadata
+    tc = meta["train_config"]
+    for k in ("lr", "batch_size", "seed", "loss_weights", "split_file", "model", "species", "epochs"):
+        assert tc[k] == getattr(s1, k) or tc[k] == list(getattr(s1, k)), k
+    assert s2.init_from == s1.output_dir + "/best.pt" and s2.forces_mode == "joint"
+    n_al = count_records(str(ROOT / "data" / "al2o3_dfpt.h5"))
+    v1, v2 = load_split(str(ROOT / s1.split_file), 125), load_split(str(ROOT / s2.split_file), n_al)
+    assert all(set(v1[k]) == {i for i in v2[k] if i < 125} for k in v1)
+    assert sorted(i for v in v2.values() for i in v) == list(range(248))
+    sio2 = load_split(str(ROOT / "models" / "sio2_split_v2.json"), 720)
+    joint = load_split(str(ROOT / ox.split_file), count_records(str(ROOT / ox.data)))
+    keys = [p["key"] for _, _, p in iter_records(str(ROOT / ox.data), properties=())]
+    sio2_keys = [p["key"] for _, _, p in iter_records(str(ROOT / "data" / "sio2_dfpt.h5"), properties=())]
+    al_keys = [p["key"] for _, _, p in iter_records(str(ROOT / "data" / "al2o3_dfpt.h5"), properties=())][:248]
+    assert keys == sio2_keys + al_keys
+    for k in joint:
+        assert joint[k] == sorted(sio2[k] + [720 + i for i in v2[k]]), k
