@@ -59,6 +59,7 @@ from .conventions import spglib_quietly
 
 __all__ = [
     "corundum",
+    "CORUNDUM_GAMMA_TO_CM1",
     "alpha_quartz",
     "alpha_cristobalite",
     "write_seed_structures",
@@ -112,6 +113,13 @@ def corundum() -> Atoms:
     with spglib_quietly():
         lattice, frac, numbers = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=1e-5)
     return Atoms(numbers=numbers, scaled_positions=frac, cell=lattice, pbc=True)  # [10 atoms]
+
+
+#: Measured room-temperature Gamma TO frequencies of sapphire by irrep (cm^-1, one per degenerate group,
+#: ascending): Raman A1g, Eg (S. P. S. Porto and R. S. Krishnan, J. Chem. Phys. 47, 1009 (1967)); IR TO A2u, Eu
+#: (A. S. Barker, Phys. Rev. 132, 1474 (1963)), as commonly tabulated from those papers.
+CORUNDUM_GAMMA_TO_CM1 = {"A1g": (418, 645), "Eg": (378, 432, 451, 578, 751), "A2u": (400, 583),
+                         "Eu": (385, 442, 569, 635)}
 
 
 def write_seed_structures(directory: str | os.PathLike = "data/seeds") -> List[Path]:

@@ -24,12 +24,12 @@ import numpy as np
 from ase import Atoms
 
 from ase_etgnn.records import iter_records
+from ase_etgnn.spectra import mode_groups
 from ase_etgnn.spectra.phonons import atoms_to_phonopy, gamma_modes, phonopy_to_atoms
-from ase_etgnn.structures import corundum
+from ase_etgnn.structures import CORUNDUM_GAMMA_TO_CM1, corundum
 
 DISPLACEMENT = 0.01  # A
 TAG = "corundum-fph-0"
-EXPERIMENT = {"A1g": (418, 645), "Eg": (378, 432, 451, 578, 751), "A2u": (400, 583), "Eu": (385, 442, 569, 635)}
 
 
 def displaced_phonopy():
@@ -73,17 +73,10 @@ def dft_forces(path: str, expected: Sequence[Atoms]) -> List[np.ndarray]:
 
 
 def mode_table(phonon) -> List[Dict[str, object]]:
-    """Optical Gamma modes, degenerate partners merged: irrep, degeneracy, TO frequency (cm^-1)."""
+    """Optical Gamma modes, degenerate partners of one irrep merged (``mode_groups``): irrep, degeneracy, TO frequency (cm^-1)."""
     modes = gamma_modes(phonon)
-    groups: List[List[int]] = []  # consecutive modes of one irrep within 0.5 cm^-1 (accidental
-    for i in range(modes.n_modes):  # near-degeneracies of two irreps stay apart)
-        g = groups[-1] if groups else None
-        if g and modes.irreps[i] == modes.irreps[g[0]] and abs(modes.frequencies_cm1[i] - modes.frequencies_cm1[g[-1]]) < 0.5:
-            g.append(i)
-        else:
-            groups.append([i])
     return [{"irrep": modes.irreps[g[0]], "deg": len(g), "cm1": float(np.mean(modes.frequencies_cm1[g]))}
-            for g in groups if not all(modes.acoustic[i] for i in g)]
+            for g in mode_groups(modes) if not modes.acoustic[g].all()]
 
 
 def by_irrep(table: List[Dict[str, object]]) -> Dict[str, List[float]]:
@@ -112,7 +105,7 @@ def summary(data: str, model: Optional[str]) -> Dict[str, object]:
         set_forces(other, forces)
         columns[model] = by_irrep(mode_table(other))
     rows = []
-    for irrep, measured in EXPERIMENT.items():
+    for irrep, measured in CORUNDUM_GAMMA_TO_CM1.items():
         for k, expt in enumerate(measured):
             rows.append({"irrep": irrep, "expt": expt,
                          **{name: col[irrep][k] for name, col in columns.items() if len(col.get(irrep, [])) > k}})

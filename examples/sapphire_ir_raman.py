@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from ase import Atoms
 
-from ase_etgnn.structures import corundum  # the seed of the Al2O3 data set
+from ase_etgnn.structures import CORUNDUM_GAMMA_TO_CM1, corundum  # corundum(): the seed of the Al2O3 data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gamma_ir_raman import Crystal, run  # noqa: E402  (examples/_gamma_ir_raman.py)
@@ -53,6 +53,7 @@ def frozen_phonon_dft() -> Optional[Dict[str, List[float]]]:
         return None
     return json.loads(FROZEN_PHONON.read_text())["all_modes"]["DFT"]
 
+
 SAPPHIRE = Crystal(
     name="sapphire", title="sapphire (alpha-Al2O3)", structure=corundum, model="al2o3.pt",
     # reduced coordinates of the rhombohedral reciprocal cell (alpha < 90 degrees): Z = T on the 3-fold axis
@@ -60,7 +61,7 @@ SAPPHIRE = Crystal(
           ("Gamma", (0.0, 0.0, 0.0)), ("Z", (0.5, 0.5, 0.5))),
     imaginary_hint=("the structure is not at a minimum of this model (try --relax), or, for a few cm^-1 close to "
                     "Gamma only, finite-displacement noise (larger --supercell)"),
-    experiment={"A1g": (418, 645), "Eg": (378, 432, 451, 578, 751), "A2u": (400, 583), "Eu": (385, 442, 569, 635)},
+    experiment=CORUNDUM_GAMMA_TO_CM1,
     experiment_source="Raman: Porto & Krishnan 1967; IR TO: Barker 1963",
     dft=frozen_phonon_dft, dft_source="frozen phonons, data/al2o3_frozen_phonon.json",
 )
