@@ -25,7 +25,7 @@ from ase import Atoms
 
 from ase_etgnn.records import iter_records
 from ase_etgnn.spectra import mode_groups
-from ase_etgnn.spectra.phonons import atoms_to_phonopy, gamma_modes, phonopy_to_atoms
+from ase_etgnn.spectra.phonons import atoms_to_phonopy, gamma_modes, make_phonopy, phonopy_to_atoms
 from ase_etgnn.structures import CORUNDUM_GAMMA_TO_CM1, corundum
 
 DISPLACEMENT = 0.01  # A
@@ -47,7 +47,8 @@ def frames(phonon) -> List[Atoms]:
 
 
 def set_forces(phonon, forces: Sequence[np.ndarray]) -> None:
-    """Force constants from the frames' forces (eV/A), residual forces of frame 0 subtracted."""
+    """Force constants from the frames' forces (eV/A), residual forces of frame 0 subtracted, as
+    ``ase_etgnn.spectra.make_phonopy`` does with a calculator (forces here come from stored records)."""
     phonon.forces = np.array([f - forces[0] for f in forces[1:]])  # [n_disp, N, 3]
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
@@ -96,13 +97,8 @@ def summary(data: str, model: Optional[str]) -> Dict[str, object]:
     if model is not None:
         from ase_etgnn import ETGNNCalculator
 
-        calc = ETGNNCalculator(model)
-        forces = []
-        for atoms in expected:
-            atoms.calc = calc
-            forces.append(atoms.get_forces())
-        other = displaced_phonopy()
-        set_forces(other, forces)
+        other = make_phonopy(corundum(), ETGNNCalculator(model), supercell_matrix=(1, 1, 1),
+                             displacement=DISPLACEMENT, is_plusminus=True)  # the same displacements
         columns[model] = by_irrep(mode_table(other))
     rows = []
     for irrep, measured in CORUNDUM_GAMMA_TO_CM1.items():
