@@ -1,6 +1,6 @@
 """MD modes of the shipped model side by side: cost per step, peak memory per atom, NVE energy drift, MACE.
 
-    OMP_NUM_THREADS=1 python benchmarks/md_dynamics.py [--model sio2.pt] [--sizes 72 576] [--repeats 7]
+    OMP_NUM_THREADS=1 python benchmarks/md_dynamics.py [--model sio2.pt] [--crystal quartz] [--sizes 72 576] [--repeats 7]
         [--drift-ps 2.0] [--n-inner 4] [--mace] [--skip-timing] [--skip-memory] [--skip-drift]
         [--drift-modes direct conservative mts]
 
@@ -13,9 +13,10 @@ Modes (one ETGNNCalculator each, same model, float32, one thread, ``symmetrize=F
 
 1. Time per step: interleaved (each repeat times every mode once, on a new geometry), min and median, ratios to
    all-heads. 2. Peak memory: one fresh process per (mode, size) doing 2 steps; peak RSS (MB) at each of ``--memory-sizes``
-   and MB/atom as the slope between the smallest and largest size (fixed costs such as torch itself cancel). 3. NVE drift: 72-atom quartz from 300 K (Maxwell-Boltzmann, seed 0), 0.5 fs velocity
-   Verlet (MTS: inner 0.5 fs), ``--drift-ps`` ps each, linear fit of E_pot + E_kin per atom (meV/atom/ps), plus
-   the largest |total momentum| component.
+   and MB/atom as the slope between the smallest and largest size (fixed costs such as torch itself cancel). 3. NVE drift: 72-atom quartz (``--crystal corundum``: 80-atom
+   corundum, for ``al2o3.pt``) from 300 K (Maxwell-Boltzmann, seed 0), 0.5 fs velocity Verlet (MTS: inner
+   0.5 fs), ``--drift-ps`` ps each, linear fit of E_pot + E_kin per atom (meV/atom/ps), plus the largest |total
+   momentum| component. ``--sizes`` and ``--memory-sizes`` are atom counts of supercells of the crystal's seed cell.
 """
 from __future__ import annotations
 
@@ -34,18 +35,21 @@ from ase import units
 from ase.io import read
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = ROOT / "data" / "seeds" / "alpha_quartz.extxyz"
-REPEATS = {72: (2, 2, 1), 576: (4, 4, 2)}  # alpha-quartz 9-atom cell: 2x2x1 = 36, 2x2x2 = 72, 4x4x2 = 288 ...
+SEEDS = {"quartz": ROOT / "data" / "seeds" / "alpha_quartz.extxyz",  # 9-atom hexagonal cell
+         "corundum": ROOT / "data" / "seeds" / "corundum.extxyz"}   # 10-atom rhombohedral cell
+DRIFT_ATOMS = {"quartz": 72, "corundum": 80}
 TENSORS = ("born_effective_charges", "dielectric_tensor")
 
 
-def quartz(n_atoms: int):
-    """alpha-quartz supercell with ``n_atoms`` atoms (a multiple of 9 that is 9 * a * a * c)."""
+def supercell(crystal: str, n_atoms: int):
+    """The a x a x c supercell of ``crystal``'s seed cell with ``n_atoms = n_cell * a * a * c`` atoms, smallest a first
+    (c <= 11: 72-atom quartz and 80-atom corundum are 1 x 1 x 8, 576-atom quartz 4 x 4 x 4)."""
+    cell = read(SEEDS[crystal])
     for a in range(1, 12):
         for c in range(1, 12):
-            if 9 * a * a * c == n_atoms:
-                return read(SEED).repeat((a, a, c))
-    raise ValueError(f"no a x a x c alpha-quartz supercell has {n_atoms} atoms")
+            if len(cell) * a * a * c == n_atoms:
+                return cell.repeat((a, a, c))
+    raise ValueError(f"no a x a x c {crystal} supercell has {n_atoms} atoms ({len(cell)}-atom cell)")
 
 
 def make_mode(mode: str, model: str, atoms, n_inner: int):
@@ -100,8 +104,8 @@ def mace_calculator(atoms):
     return calc
 
 
-def time_steps(modes, model, n_atoms, repeats, n_inner, rng):
-    base = quartz(n_atoms)
+def time_steps(modes, model, crystal, n_atoms, repeats, n_inner, rng):
+    base = supercell(crystal, n_atoms)
     atoms = {m: base.copy() for m in modes}
     steps = {m: make_mode(m, model, atoms[m], n_inner) for m in modes}
     times = {m: [] for m in modes}
@@ -119,17 +123,17 @@ def time_steps(modes, model, n_atoms, repeats, n_inner, rng):
     return times
 
 
-def peak_rss_mb(mode, model, n_atoms, n_inner) -> float:
+def peak_rss_mb(mode, model, crystal, n_atoms, n_inner) -> float:
     """Peak resident memory (MB) of a fresh process that loads the model and does 2 steps of ``mode``.
 
     VmHWM of the child's own address space (``ru_maxrss`` would include the forking parent's RSS)."""
     code = (
         "import sys, torch; sys.path.insert(0, %r); torch.set_num_threads(1)\n"
-        "from md_dynamics import quartz, make_mode\n"
-        "a = quartz(%d); step = make_mode(%r, %r, a, %d)\n"
+        "from md_dynamics import supercell, make_mode\n"
+        "a = supercell(%r, %d); step = make_mode(%r, %r, a, %d)\n"
         "for i in range(%d):\n    a.positions[0, 0] += 0.01; step()\n"
         "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)\n"
-    ) % (str(Path(__file__).parent), n_atoms, mode, model, n_inner, max(2, n_inner))
+    ) % (str(Path(__file__).parent), crystal, n_atoms, mode, model, n_inner, max(2, n_inner))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if out.returncode:
@@ -138,14 +142,14 @@ def peak_rss_mb(mode, model, n_atoms, n_inner) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def nve_drift(mode, model, ps, n_inner, timestep_fs=0.5):
+def nve_drift(mode, model, crystal, ps, n_inner, timestep_fs=0.5):
     from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
 
     from ase_etgnn import ETGNNCalculator
     from ase_etgnn.dynamics import MultipleTimeStepVerlet, thermalize
 
-    atoms = quartz(72)
+    atoms = supercell(crystal, DRIFT_ATOMS[crystal])
     thermalize(atoms, 300, np.random.default_rng(0))
     Stationary(atoms)
     forces = "conservative" if mode == "conservative" else "direct"
@@ -173,6 +177,7 @@ def nve_drift(mode, model, ps, n_inner, timestep_fs=0.5):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="sio2.pt")
+    ap.add_argument("--crystal", choices=sorted(SEEDS), default="quartz")
     ap.add_argument("--sizes", type=int, nargs="+", default=[72, 576])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--n-inner", type=int, default=4)
@@ -189,17 +194,17 @@ def main(argv=None):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     modes = ["all-heads", "forces-only", "conservative", "mts"] + (["mace"] if args.mace else [])
     rng = np.random.default_rng(0)
-    report = {"threads": torch.get_num_threads(), "model": args.model, "n_inner": args.n_inner}
+    report = {"threads": torch.get_num_threads(), "model": args.model, "crystal": args.crystal, "n_inner": args.n_inner}
     from ase_etgnn import ETGNNCalculator
 
     report["etgnn_parameters"] = sum(p.numel() for p in ETGNNCalculator(args.model).model.parameters())
     line = f"ETGNN {args.model}: {report['etgnn_parameters']:,} parameters"
     if args.mace:
-        report["mace_parameters"] = mace_calculator(quartz(72)).n_params
+        report["mace_parameters"] = mace_calculator(supercell(args.crystal, DRIFT_ATOMS[args.crystal])).n_params
         line += f"; MACE (random weights): {report['mace_parameters']:,} parameters"
     print(line)
     for n in [] if args.skip_timing else args.sizes:
-        times = time_steps(modes, args.model, n, args.repeats, args.n_inner, rng)
+        times = time_steps(modes, args.model, args.crystal, n, args.repeats, args.n_inner, rng)
         ref = statistics.median(times["all-heads"])
         print(f"\n{n} atoms, {args.repeats} interleaved repeats, {torch.get_num_threads()} thread(s): ms/step")
         print(f"  {'mode':<13} {'min':>9} {'median':>9} {'median / all-heads':>19}")
@@ -212,7 +217,7 @@ def main(argv=None):
         print(f"\npeak RSS (MB) of a process doing 2 steps (MTS: {max(2, args.n_inner)}), 1 thread; MB/atom = slope "
               f"{sizes[0]} -> {sizes[-1]} atoms")
         print(f"  {'mode':<13} " + " ".join(f"{n:>9d}" for n in sizes) + f" {'MB/atom':>9} {'/ forces-only':>14}")
-        mem = {m: [peak_rss_mb(m, args.model, n, args.n_inner) for n in sizes] for m in modes}
+        mem = {m: [peak_rss_mb(m, args.model, args.crystal, n, args.n_inner) for n in sizes] for m in modes}
         slope = {m: (v[-1] - v[0]) / (sizes[-1] - sizes[0]) for m, v in mem.items()}
         for m in modes:
             print(f"  {m:<13} " + " ".join(f"{v:9.0f}" for v in mem[m])
@@ -220,9 +225,9 @@ def main(argv=None):
         report["peak_rss_MB"] = {m: dict(zip(map(str, sizes), v)) for m, v in mem.items()}
         report["MB_per_atom"] = slope
     if not args.skip_drift:
-        print(f"\nNVE, 72-atom alpha-quartz from 300 K, 0.5 fs, {args.drift_ps} ps each:")
+        print(f"\nNVE, {DRIFT_ATOMS[args.crystal]}-atom {args.crystal} from 300 K, 0.5 fs, {args.drift_ps} ps each:")
         for m in args.drift_modes:
-            d = nve_drift(m, args.model, args.drift_ps, args.n_inner)
+            d = nve_drift(m, args.model, args.crystal, args.drift_ps, args.n_inner)
             report[f"nve_{m}"] = d
             print(f"  {m:<13} drift {d['drift_meV_per_atom_ps']:+8.3f} meV/atom/ps, max |E - E0| "
                   f"{d['max_abs_dE_meV_per_atom']:.3f} meV/atom, max |sum p| {d['max_total_momentum']:.1e}, "
