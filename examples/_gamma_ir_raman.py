@@ -89,7 +89,7 @@ def parse_args(crystal: Crystal, doc: str, argv: Optional[Sequence[str]]) -> arg
 
 
 def print_groups(table: List[dict]) -> None:
-    print("Gamma modes, degenerate partners summed; LO paired with its TO by eigenvector overlap "
+    print("Gamma modes, degenerate partners summed; LO paired with its TO in order, TO_i <= LO_i <= TO_(i+1) "
           "('-': no dipole along q, no LO)")
     print(f"{'irrep':>5} {'deg':>3} {'TO cm-1':>9} {'LO q||z':>9} {'LO q||x':>9} {'IR km/mol':>10} {'Raman A4/amu':>13}")
     for r in table:

@@ -11,8 +11,9 @@ symmetry fixed, compute force constants with phonopy on a supercell, Born charge
 the NAC, then IR intensities (km/mol), Raman activities (A^4/amu) and LO-TO splittings at Gamma.
 
 The table has one row per irrep group (degenerate modes summed).  LO modes are paired with their TO
-group by eigenvector overlap (``ase_etgnn.spectra.lo_to_pairs``): only modes with a dipole along q have
-an LO partner (q || z: A2; q || x: one of each E pair); A1 modes are non-polar and never have one ("-").
+group in order of frequency, each LO between its TO and the next polar TO (``ase_etgnn.spectra.lo_to_pairs``,
+as measured TO/LO pairs are listed): only modes with a dipole along q have an LO partner (q || z: A2;
+q || x: one of each E pair); A1 modes are non-polar and never have one ("-").
 
 The phonon dispersion along Gamma-M-K-Gamma-A is checked for imaginary frequencies (< -5 cm^-1) and a
 warning names the q-points.  At the experimental positions (the default) one acoustic branch of the

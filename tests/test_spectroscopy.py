@@ -751,10 +751,11 @@ def test_match_experiment_refuses_a_different_number_of_groups():
 # ---------------------------------------------------------------------------------------------
 # LO/TO pairing and imaginary-frequency check (issue 17)
 # ---------------------------------------------------------------------------------------------
-def test_lo_to_pairs_quartz_by_overlap_and_irrep():
+def test_lo_to_pairs_quartz_interlace_within_the_irrep():
     """alpha-quartz (toy): along z only the A2 modes get an LO, along x one partner of each E pair; A1 modes
-    never do.  Each LO eigenvector lies in the TO modes of its partner's irrep, and the pairs plus the
-    unshifted modes reproduce phonopy's full set of q -> 0 frequencies."""
+    never do.  Each LO eigenvector lies in the TO modes of its partner's irrep, each LO lies between its TO and
+    the next polar TO (a rank-one update interlaces), and the pairs plus the unshifted modes reproduce phonopy's
+    full set of q -> 0 frequencies."""
     from ase_etgnn.spectra import lo_to_pairs, mode_groups
 
     atoms, calc = quartz_toy()
@@ -766,9 +767,9 @@ def test_lo_to_pairs_quartz_by_overlap_and_irrep():
         pairs = lo_to_pairs(res, phonon, q)
         assert {p.irrep for p in pairs} == {expected_irrep[name]}
         assert len(pairs) == sum(res.modes.irreps[g[0]] == expected_irrep[name] for g in groups)  # 4 A2, 8 E
-        for p in pairs:
+        for p, nxt in zip(pairs, pairs[1:] + [None]):
             assert p.irrep_weight == pytest.approx(1.0, abs=1e-8)  # LO has its TO partner's symmetry
-            assert p.overlap > 0.5
+            assert p.to_cm1 - 1e-6 <= p.lo_cm1 <= (np.inf if nxt is None else nxt.to_cm1 + 1e-6)
         paired = {p.to_indices: p.lo_cm1 for p in pairs}
         f = res.modes.frequencies_cm1
         predicted = [0.0] * 3
@@ -779,6 +780,27 @@ def test_lo_to_pairs_quartz_by_overlap_and_irrep():
     # an A1 (non-polar) group never has an LO partner, whatever the direction
     for q in ([0, 0, 1], [1, 0, 0], [0.3, 0.2, 1.0]):
         assert all(p.irrep != "A1" for p in lo_to_pairs(res, phonon, q))
+
+
+def test_lo_to_pairs_of_the_shipped_quartz_model_never_put_an_lo_below_its_to():
+    """sio2.pt on the 9-atom alpha-quartz cell (Gamma force constants are exact in it): quartz's two highest E
+    modes mix strongly along x (the LO near 1130 cm^-1 is 97 % the weak 1132 cm^-1 TO mode); paired by order, the
+    strong ~1048 mode gets the 1130 LO and the weak one the ~1209 LO, as measured TO/LO pairs are listed
+    (an eigenvector-overlap assignment gave the weak mode an LO 1.3 cm^-1 below its TO)."""
+    from ase_etgnn import ETGNNCalculator
+    from ase_etgnn.spectra import lo_to_pairs
+    from ase_etgnn.structures import alpha_quartz
+
+    calc = ETGNNCalculator("sio2.pt", num_threads=1)
+    phonon = make_phonopy(alpha_quartz(), calc, supercell_matrix=[1, 1, 1])
+    res = gamma_spectroscopy(phonon, calc, raman=False)
+    for q in ([1, 0, 0], [0, 0, 1], [0.3, 0.2, 1.0]):
+        pairs = lo_to_pairs(res, phonon, q)
+        assert [p.to_cm1 for p in pairs] == sorted(p.to_cm1 for p in pairs)
+        for p, nxt in zip(pairs, pairs[1:] + [None]):
+            assert p.to_cm1 - 1e-6 <= p.lo_cm1 <= (np.inf if nxt is None else nxt.to_cm1 + 1e-6), (q, p)
+    strong, weak = lo_to_pairs(res, phonon, [1, 0, 0])[-2:]
+    assert weak.overlap < 0.1 and strong.lo_cm1 < weak.to_cm1 < weak.lo_cm1
 
 
 def test_imaginary_qpoints_named():

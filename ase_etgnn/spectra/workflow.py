@@ -7,7 +7,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from scipy.optimize import linear_sum_assignment
 
 from .infrared import ir_intensities, mode_effective_charges, static_dielectric_tensor
 from .phonons import GammaModes, _cartesian_to_reduced_q, degenerate_groups, gamma_modes, set_nac
@@ -120,7 +119,8 @@ class LOTOPair:
         to_cm1: TO frequency of the group (cm^-1).
         to_indices: indices of the group's modes in ``GammaSpectra.modes`` (ascending frequency).
         irrep: the group's irrep label (phonopy; None when unavailable).
-        overlap: ``|<u_g|e_LO>|^2``, the LO eigenvector on the group's polar combination ``u_g``.
+        overlap: ``|<u_g|e_LO>|^2``, the LO eigenvector on the group's polar combination ``u_g`` (a diagnostic:
+            strongly coupled polar modes mix, and an LO can lie mostly on another group's TO mode).
         irrep_weight: weight of the LO eigenvector on all TO modes with the group's irrep (1 when the
             LO mode has that irrep; always exact by symmetry, reported as a check).
     """
@@ -146,14 +146,17 @@ def mode_groups(modes: GammaModes, degeneracy_tol_cm1: float = 0.5) -> List[List
 
 def lo_to_pairs(spectra: GammaSpectra, phonon, q_direction: Sequence[float], *, degeneracy_tol_cm1: float = 0.5,
                 polar_tol: float = 1e-3) -> List[LOTOPair]:
-    """Pair each LO mode along the Cartesian ``q_direction`` with its TO group by eigenvector overlap.
+    """Pair each LO mode along the Cartesian ``q_direction`` with its TO group: the i-th LO with the i-th polar TO.
 
     The non-analytic term is rank one, ``(q.Z_a)_i (q.Z_b)_j / sqrt(m_a m_b)``: it couples only the TO
     modes with a mode charge along q, ``q.Zt_s != 0`` ("polar along q"; in each degenerate group only the
     combination ``u_g ~ sum_s (q.Zt_s) e_s``).  A group without one (a non-polar mode such as quartz's
-    A1, or an E mode for q along the c axis) has no LO partner and is left out.  The LO eigenvectors
-    (phonopy, NAC parameters set on ``phonon`` by :func:`gamma_spectroscopy`) are assigned one-to-one to
-    the polar groups, maximising the total overlap ``|<u_g|e_LO>|^2`` (Hungarian algorithm).
+    A1, or an E mode for q along the c axis) has no LO partner and is left out.  A positive rank-one update
+    interlaces the eigenvalues: with the polar TO groups in ascending order, ``TO_i <= LO_i <= TO_(i+1)``
+    (the zeros and poles of ``q.eps(w).q`` alternate), so the LO modes (phonopy, NAC parameters set on
+    ``phonon`` by :func:`gamma_spectroscopy`; the ``P`` modes living in ``span{u_g}``) are paired by order.
+    This is the TO/LO pairing of measured reststrahlen bands; an eigenvector-overlap assignment puts an LO
+    below its TO where strongly polar modes mix (quartz's two highest E modes).
 
     Returns:
         one :class:`LOTOPair` per polar group, ascending TO frequency.
@@ -181,10 +184,11 @@ def lo_to_pairs(spectra: GammaSpectra, phonon, q_direction: Sequence[float], *, 
     e_lo = np.asarray(qp.eigenvectors[0])  # [3N, 3N], column k = LO-side eigenvector k
     ov = np.abs(u @ e_lo) ** 2  # [P, 3N] overlaps (u real)
     candidates = np.argsort(ov.sum(axis=0))[::-1][: len(polar)]  # the P modes living in span{u_g}
-    rows, cols = linear_sum_assignment(-ov[:, candidates])
+    to_order = np.argsort([np.mean(modes.frequencies_cm1[g]) for g in polar], kind="stable")
+    lo_order = candidates[np.argsort(f_lo[candidates], kind="stable")]
     pairs = []
-    for r, c in zip(rows, cols):
-        g, k = polar[r], int(candidates[c])
+    for r, k in zip(to_order, lo_order):
+        g, k = polar[r], int(k)
         lab = labels[g[0]]
         same = [s for s in range(n_modes) if lab is not None and labels[s] == lab]
         w_irrep = float(np.sum(np.abs(e_to[same] @ e_lo[:, k]) ** 2)) if same else float("nan")
