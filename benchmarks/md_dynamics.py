@@ -1,7 +1,7 @@
 """MD modes of the shipped model side by side: cost per step, peak memory per atom, NVE energy drift, MACE.
 
-    OMP_NUM_THREADS=1 python benchmarks/md_dynamics.py [--model sio2.pt] [--crystal quartz] [--sizes 72 576] [--repeats 7]
-        [--drift-ps 2.0] [--n-inner 4] [--mace] [--skip-timing] [--skip-memory] [--skip-drift]
+    OMP_NUM_THREADS=1 python benchmarks/md_dynamics.py [--model sio2.pt] [--crystal quartz] [--sizes 72 576]
+        [--repeats 7] [--drift-ps 2.0] [--n-inner 4] [--mace] [--skip-timing] [--skip-memory] [--skip-drift]
         [--drift-modes direct conservative mts]
 
 Modes (one ETGNNCalculator each, same model, float32, one thread, ``symmetrize=False`` as for MD snapshots):
@@ -12,11 +12,12 @@ Modes (one ETGNNCalculator each, same model, float32, one thread, ``symmetrize=F
   mace          MACE (``mace-torch``, random weights, ~comparable parameter count), same cell and threads
 
 1. Time per step: interleaved (each repeat times every mode once, on a new geometry), min and median, ratios to
-   all-heads. 2. Peak memory: one fresh process per (mode, size) doing 2 steps; peak RSS (MB) at each of ``--memory-sizes``
-   and MB/atom as the slope between the smallest and largest size (fixed costs such as torch itself cancel). 3. NVE drift: 72-atom quartz (``--crystal corundum``: 80-atom
-   corundum, for ``al2o3.pt``) from 300 K (Maxwell-Boltzmann, seed 0), 0.5 fs velocity Verlet (MTS: inner
-   0.5 fs), ``--drift-ps`` ps each, linear fit of E_pot + E_kin per atom (meV/atom/ps), plus the largest |total
-   momentum| component. ``--sizes`` and ``--memory-sizes`` are atom counts of supercells of the crystal's seed cell.
+   all-heads. 2. Peak memory: one fresh process per (mode, size) doing 2 steps; peak RSS (MB) at each of
+   ``--memory-sizes`` and MB/atom as the slope between the smallest and largest size (fixed costs such as torch
+   itself cancel). 3. NVE drift: 72-atom quartz (``--crystal corundum``: 80-atom corundum, for ``al2o3.pt``) from
+   300 K (Maxwell-Boltzmann, seed 0), 0.5 fs velocity Verlet (MTS: inner 0.5 fs), ``--drift-ps`` ps each, linear
+   fit of E_pot + E_kin per atom (meV/atom/ps), plus the largest |total momentum| component. ``--sizes`` and
+   ``--memory-sizes`` are atom counts of supercells of the crystal's seed cell.
 """
 from __future__ import annotations
 

@@ -751,6 +751,13 @@ def test_match_experiment_refuses_a_different_number_of_groups():
 # ---------------------------------------------------------------------------------------------
 # LO/TO pairing and imaginary-frequency check (issue 17)
 # ---------------------------------------------------------------------------------------------
+def assert_interlaced(pairs) -> None:
+    """LO/TO pairs in ascending TO order with TO_i <= LO_i <= TO_(i+1) (1e-6 cm^-1 slack)."""
+    assert [p.to_cm1 for p in pairs] == sorted(p.to_cm1 for p in pairs)
+    for p, nxt in zip(pairs, pairs[1:] + [None]):
+        assert p.to_cm1 - 1e-6 <= p.lo_cm1 <= (np.inf if nxt is None else nxt.to_cm1 + 1e-6), p
+
+
 def test_lo_to_pairs_quartz_interlace_within_the_irrep():
     """alpha-quartz (toy): along z only the A2 modes get an LO, along x one partner of each E pair; A1 modes
     never do.  Each LO eigenvector lies in the TO modes of its partner's irrep, each LO lies between its TO and
@@ -767,9 +774,8 @@ def test_lo_to_pairs_quartz_interlace_within_the_irrep():
         pairs = lo_to_pairs(res, phonon, q)
         assert {p.irrep for p in pairs} == {expected_irrep[name]}
         assert len(pairs) == sum(res.modes.irreps[g[0]] == expected_irrep[name] for g in groups)  # 4 A2, 8 E
-        for p, nxt in zip(pairs, pairs[1:] + [None]):
-            assert p.irrep_weight == pytest.approx(1.0, abs=1e-8)  # LO has its TO partner's symmetry
-            assert p.to_cm1 - 1e-6 <= p.lo_cm1 <= (np.inf if nxt is None else nxt.to_cm1 + 1e-6)
+        assert all(p.irrep_weight == pytest.approx(1.0, abs=1e-8) for p in pairs)  # LO has its TO partner's symmetry
+        assert_interlaced(pairs)
         paired = {p.to_indices: p.lo_cm1 for p in pairs}
         f = res.modes.frequencies_cm1
         predicted = [0.0] * 3
@@ -795,10 +801,7 @@ def test_lo_to_pairs_of_the_shipped_quartz_model_never_put_an_lo_below_its_to():
     phonon = make_phonopy(alpha_quartz(), calc, supercell_matrix=[1, 1, 1])
     res = gamma_spectroscopy(phonon, calc, raman=False)
     for q in ([1, 0, 0], [0, 0, 1], [0.3, 0.2, 1.0]):
-        pairs = lo_to_pairs(res, phonon, q)
-        assert [p.to_cm1 for p in pairs] == sorted(p.to_cm1 for p in pairs)
-        for p, nxt in zip(pairs, pairs[1:] + [None]):
-            assert p.to_cm1 - 1e-6 <= p.lo_cm1 <= (np.inf if nxt is None else nxt.to_cm1 + 1e-6), (q, p)
+        assert_interlaced(lo_to_pairs(res, phonon, q))
     strong, weak = lo_to_pairs(res, phonon, [1, 0, 0])[-2:]
     assert weak.overlap < 0.1 and strong.lo_cm1 < weak.to_cm1 < weak.lo_cm1
 
