@@ -546,8 +546,10 @@ def test_student_learns_teacher(teacher_data, tmp_path):
 
 def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     """models/al2o3.pt is models/al2o3_finetune.toml's run (stage 2) with models/al2o3_train.toml's architecture
-    and species (stage 1); the v2 split keeps each of the first 125 records where stage 1 had it; the two-oxide
-    split (data/oxides_dfpt.h5 = SiO2 then the first 248 Al2O3 records) puts every record where the separate model's split has it, so neither separate test record is trained on."""
+    and species (stage 1), models/oxides.pt is models/oxides_train.toml's run; the v2 split keeps each of the
+    first 125 records where stage 1 had it; the two-oxide split (data/oxides_dfpt.h5 = SiO2 then the first 248
+    Al2O3 records) puts every record where the separate model's split has it, so neither separate test record is
+    trained on."""
     from ase_etgnn import load_model
     from ase_etgnn.records import count_records, iter_records
     from ase_etgnn.train import load_split
@@ -555,12 +557,14 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     s1 = load_train_config(str(ROOT / "models" / "al2o3_train.toml"))
     s2 = load_train_config(str(ROOT / "models" / "al2o3_finetune.toml"))
     ox = load_train_config(str(ROOT / "models" / "oxides_train.toml"))
-    shipped = load_model(ROOT / "models" / "al2o3.pt")
-    tc, recipe = shipped.metadata["train_config"], s2.to_dict()
-    for k in ("lr", "batch_size", "seed", "loss_weights", "split_file", "init_from", "forces_mode", "epochs"):
-        assert tc[k] == recipe[k], k
-    arch = shipped.config
-    assert tuple(arch.species) == tuple(s1.species) and all(getattr(arch, k) == v for k, v in s1.model.items()), s1.model
+    for name, run, architecture in (("al2o3.pt", s2, s1), ("oxides.pt", ox, ox)):
+        shipped = load_model(ROOT / "models" / name)
+        tc, recipe = shipped.metadata["train_config"], run.to_dict()
+        for k in ("lr", "batch_size", "seed", "loss_weights", "split_file", "init_from", "forces_mode", "epochs"):
+            assert tc[k] == recipe[k], (name, k)
+        arch = shipped.config
+        assert tuple(arch.species) == tuple(architecture.species), name
+        assert all(getattr(arch, k) == v for k, v in architecture.model.items()), (name, architecture.model)
     assert s2.init_from == s1.output_dir + "/best.pt" and s2.forces_mode == "joint"
     n_al = count_records(str(ROOT / "data" / "al2o3_dfpt.h5"))
     v1, v2 = load_split(str(ROOT / s1.split_file), 125), load_split(str(ROOT / s2.split_file), n_al)
