@@ -54,7 +54,8 @@ class ImportedRecord:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """Counts of an import run; ``per_target`` counts the labelled structures found per target."""
+    """Counts of an import run; ``per_target`` counts the added structures per target (duplicates and
+    unlabelled structures are counted apart, in ``n_duplicates`` and ``n_without_targets``)."""
 
     n_added: int = 0
     n_duplicates: int = 0
@@ -384,8 +385,6 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
             if not rec.targets and require_targets:
                 counts["unlabelled"] += 1
                 continue
-            for t in rec.targets:
-                per_target[t] = per_target.get(t, 0) + 1
             key = content_key(rec.atoms, rec.targets, where=rec.where)
             if key in seen:
                 if on_duplicate == "error":
@@ -394,6 +393,8 @@ def import_files(paths: Sequence[str], output: str, key_prefix: str = "", on_dup
                 counts["duplicates"] += 1
                 continue
             seen[key] = rec.where
+            for t in rec.targets:
+                per_target[t] = per_target.get(t, 0) + 1
             chunk.append((rec.atoms, rec.targets, rec.provenance, None))
             if len(chunk) >= chunk_size:
                 flush()

@@ -452,6 +452,7 @@ def test_merge_h5_skips_records_already_present_under_any_key(tmp_path):
     append_record(shared, *rec(0.02))
     report = import_files([shared], ours)
     assert (report.n_added, report.n_duplicates) == (1, 1)
+    assert report.per_target == {"energy": 1, "forces": 1}  # the added record's targets, not the duplicate's
     assert count_records(ours) == 2
     again = import_files([shared], ours)
     assert again.n_added == 0 and count_records(ours) == 2

@@ -271,15 +271,23 @@ def test_the_data_set_is_opened_once_per_role(teacher_data, tmp_path, monkeypatc
 
 # --------------------------------------------------------------------------------------- evaluate CLI
 def test_split_file_fixes_the_records_and_rejects_bad_splits(teacher_data, tmp_path):
-    """A given split (e.g. the shipped model's) is used as is, so records appended later stay unused."""
+    """A given split (e.g. the shipped model's) is used as is, so records appended later stay unused; a training
+    record listed twice is drawn twice, a validation record listed twice is an error."""
+    from ase_etgnn import load_model
+
     given = {"train": [0, 2, 3, 5, 6, 8], "val": [1, 9], "test": [4]}  # records 7, 10-13 unused
     f = tmp_path / "split.json"
     f.write_text(json.dumps(given))
     res = train(_config(teacher_data, tmp_path / "run", epochs=1, split_file=str(f)))
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == given
     assert res.best_path and json.loads(Path(res.best_path).parent.joinpath("split.json").read_text()) == given
+    twice = {"train": [0, 0, 2, 3], "val": [1], "test": [4]}  # record 0 oversampled: drawn twice per epoch
+    f.write_text(json.dumps(twice))
+    res = train(_config(teacher_data, tmp_path / "twice", epochs=1, split_file=str(f)))
+    assert load_model(res.best_path).metadata["train_structures"] == {"drawn": 4, "distinct": 3}
     bad = {"out of range": ({"train": [0, 14], "val": [1], "test": []}, "outside the dataset's 14 records"),
            "overlap": ({"train": [0, 1], "val": [1], "test": []}, "record 1 is in both 'train' and 'val'"),
+           "val repeat": ({"train": [0], "val": [1, 1], "test": []}, "record 1 is twice in 'val'"),
            "empty train": ({"train": [], "val": [1], "test": []}, "'train' list is empty"),
            "missing key": ({"train": [0], "val": [1]}, "'train', 'val' and 'test'"),
            "not integers": ({"train": [0.0], "val": [1], "test": []}, "list of integer record indices")}
@@ -546,10 +554,10 @@ def test_student_learns_teacher(teacher_data, tmp_path):
 
 def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     """models/al2o3.pt is models/al2o3_finetune.toml's run (stage 2) with models/al2o3_train.toml's architecture
-    and species (stage 1), models/oxides.pt is models/oxides_train.toml's run; the v2 split keeps each of the
-    first 125 records where stage 1 had it; the two-oxide split (data/oxides_dfpt.h5 = SiO2 then the first 248
-    Al2O3 records) puts every record where the separate model's split has it, so neither separate test record is
-    trained on."""
+    and species (stage 1), models/oxides.pt likewise of models/oxides_finetune.toml and models/oxides_train.toml;
+    the v2 split keeps each of the first 125 records where stage 1 had it; the two-oxide split (data/oxides_dfpt.h5
+    = SiO2 then the first 248 Al2O3 records) puts every record where the separate model's split has it, so neither
+    separate test record is trained on, and its stage-2 extension keeps every one of them where it was."""
     from ase_etgnn import load_model
     from ase_etgnn.records import count_records, iter_records
     from ase_etgnn.train import load_split
@@ -557,7 +565,8 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     s1 = load_train_config(str(ROOT / "models" / "al2o3_train.toml"))
     s2 = load_train_config(str(ROOT / "models" / "al2o3_finetune.toml"))
     ox = load_train_config(str(ROOT / "models" / "oxides_train.toml"))
-    for name, run, architecture in (("al2o3.pt", s2, s1), ("oxides.pt", ox, ox)):
+    ox2 = load_train_config(str(ROOT / "models" / "oxides_finetune.toml"))
+    for name, run, architecture in (("al2o3.pt", s2, s1), ("oxides.pt", ox2, ox)):
         shipped = load_model(ROOT / "models" / name)
         tc, recipe = shipped.metadata["train_config"], run.to_dict()
         for k in ("lr", "batch_size", "seed", "loss_weights", "split_file", "init_from", "forces_mode", "epochs"):
@@ -566,6 +575,7 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
         assert tuple(arch.species) == tuple(architecture.species), name
         assert all(getattr(arch, k) == v for k, v in architecture.model.items()), (name, architecture.model)
     assert s2.init_from == s1.output_dir + "/best.pt" and s2.forces_mode == "joint"
+    assert ox2.init_from == ox.output_dir + "/best.pt"
     n_al = count_records(str(ROOT / "data" / "al2o3_dfpt.h5"))
     v1, v2 = load_split(str(ROOT / s1.split_file), 125), load_split(str(ROOT / s2.split_file), n_al)
     assert all(set(v1[k]) == {i for i in v2[k] if i < 125} for k in v1)
@@ -578,3 +588,7 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     assert keys == sio2_keys + al_keys
     for k in joint:
         assert joint[k] == sorted(sio2[k] + [720 + i for i in v2[k]]), k
+    # stage 2 (models/oxides_finetune.toml): the same parts for those records, the 47 later SiO2 records split anew
+    grown = load_split(str(ROOT / ox2.split_file), len(keys) + 47)
+    assert all([i for i in grown[k] if i < len(keys)] == joint[k] for k in joint)
+    assert sorted(i for v in grown.values() for i in v) == list(range(len(keys) + 47))

@@ -47,7 +47,8 @@ class TrainConfig:
         seed: model initialisation and shuffling seed.  split, split_seed: train/val/test fractions.
         split_file: JSON with ``train``/``val``/``test`` record-index lists (a run's ``split.json``, e.g.
             ``models/sio2_split.json``); replaces ``split``/``split_seed``.  Records not listed are unused,
-            so a model can be retrained on the records it saw after the file has grown.
+            so a model can be retrained on the records it saw after the file has grown.  A training record
+            listed k times is drawn k times per epoch (oversampling a scarce kind of structure).
         init_from: model file (``save_model`` format) whose weights and target normalisation start the run:
             fine-tuning a shipped model on more data.  Its species, heads and architecture are used;
             ``species``/``heads``/``[model]`` may be left out and must agree with the file if given.

@@ -107,7 +107,8 @@ def read_split(path: str) -> Dict[str, List[int]]:
 def check_split_fits(split: Mapping[str, Sequence[int]], n_records: int, split_path: str,
                      data_path: Optional[str] = None) -> None:
     """``ValueError`` (one line naming the split file and the data set) unless every index of ``split`` is a
-    record of a data set of ``n_records`` records and no record is in two subsets.
+    record of a data set of ``n_records`` records, no record is in two subsets and no validation or test
+    record is listed twice.  A training record listed k times is drawn k times per epoch (oversampling).
 
     A split made for another (larger) data set fails here instead of deep inside a data loader; a split of
     fewer records than the data set is accepted (records appended since stay unused, by design).
@@ -122,8 +123,10 @@ def check_split_fits(split: Mapping[str, Sequence[int]], n_records: int, split_p
                              f"records{on}: {bad[:5]}{' ...' if len(bad) > 5 else ''} (highest {max(bad)}); "
                              "was the split made for another data set?")
         for i in idx:
-            if i in seen:
-                raise ValueError(f"split_file {split_path}: record {i} is in both '{seen[i]}' and '{name}'")
+            if i in seen and (seen[i] != name or name != "train"):
+                where = f"twice in '{name}'" if seen[i] == name else f"in both '{seen[i]}' and '{name}'"
+                raise ValueError(f"split_file {split_path}: record {i} is {where} (only 'train' may repeat a "
+                                 "record, to oversample it)")
             seen[i] = name
 
 

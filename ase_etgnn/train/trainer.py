@@ -358,7 +358,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
             n_params = sum(p.numel() for p in trainer.model.parameters())
             split = origin.split
             drawn = trainer.metadata["train_structures"]
-            boot = f" (bootstrap: {drawn['distinct']} distinct)" if config.bootstrap else ""
+            boot = (f" ({'bootstrap: ' if config.bootstrap else 'oversampled: '}{drawn['distinct']} distinct)"
+                    if config.bootstrap or drawn["drawn"] != drawn["distinct"] else "")
             say(f"ETGNN: species {list(origin.species)}, heads {list(origin.heads)}, {n_params} parameters, "
                 f"device {device}, {config.dtype}, world size {world}; data {config.data}: {len(split['train'])} "
                 f"train{boot} / {len(split['val'])} val / {len(split['test'])} test structures")
