@@ -554,10 +554,10 @@ def test_student_learns_teacher(teacher_data, tmp_path):
 
 def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     """models/al2o3.pt is models/al2o3_finetune.toml's run (stage 2) with models/al2o3_train.toml's architecture
-    and species (stage 1), models/oxides.pt likewise of models/oxides_finetune.toml and models/oxides_train.toml;
+    and species (stage 1), models/oxides.pt likewise of models/oxides_finetune3.toml and models/oxides_train.toml;
     the v2 split keeps each of the first 125 records where stage 1 had it; the two-oxide split (data/oxides_dfpt.h5
     = SiO2 then the first 248 Al2O3 records) puts every record where the separate model's split has it, so neither
-    separate test record is trained on, and its stage-2 extension keeps every one of them where it was."""
+    separate test record is trained on, and its stage-2 and stage-3 extensions keep every record where it was."""
     from ase_etgnn import load_model
     from ase_etgnn.records import count_records, iter_records
     from ase_etgnn.train import load_split
@@ -566,7 +566,8 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     s2 = load_train_config(str(ROOT / "models" / "al2o3_finetune.toml"))
     ox = load_train_config(str(ROOT / "models" / "oxides_train.toml"))
     ox2 = load_train_config(str(ROOT / "models" / "oxides_finetune.toml"))
-    for name, run, architecture in (("al2o3.pt", s2, s1), ("oxides.pt", ox2, ox)):
+    ox3 = load_train_config(str(ROOT / "models" / "oxides_finetune3.toml"))
+    for name, run, architecture in (("al2o3.pt", s2, s1), ("oxides.pt", ox3, ox)):
         shipped = load_model(ROOT / "models" / name)
         tc, recipe = shipped.metadata["train_config"], run.to_dict()
         for k in ("lr", "batch_size", "seed", "loss_weights", "split_file", "init_from", "forces_mode", "epochs"):
@@ -575,7 +576,7 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
         assert tuple(arch.species) == tuple(architecture.species), name
         assert all(getattr(arch, k) == v for k, v in architecture.model.items()), (name, architecture.model)
     assert s2.init_from == s1.output_dir + "/best.pt" and s2.forces_mode == "joint"
-    assert ox2.init_from == ox.output_dir + "/best.pt"
+    assert ox2.init_from == ox.output_dir + "/best.pt" and ox3.init_from == ox2.output_dir + "/best.pt"
     n_al = count_records(str(ROOT / "data" / "al2o3_dfpt.h5"))
     v1, v2 = load_split(str(ROOT / s1.split_file), 125), load_split(str(ROOT / s2.split_file), n_al)
     assert all(set(v1[k]) == {i for i in v2[k] if i < 125} for k in v1)
@@ -588,7 +589,11 @@ def test_al2o3_and_oxides_recipes_keep_every_test_record_unseen():
     assert keys == sio2_keys + al_keys
     for k in joint:
         assert joint[k] == sorted(sio2[k] + [720 + i for i in v2[k]]), k
-    # stage 2 (models/oxides_finetune.toml): the same parts for those records, the 47 later SiO2 records split anew
-    grown = load_split(str(ROOT / ox2.split_file), len(keys) + 47)
-    assert all([i for i in grown[k] if i < len(keys)] == joint[k] for k in joint)
-    assert sorted(i for v in grown.values() for i in v) == list(range(len(keys) + 47))
+    # stages 2 and 3: the same parts for those records, the 47 and then 26 later SiO2 records split anew
+    old = joint
+    for cfg, n in ((ox2, len(keys) + 47), (ox3, len(keys) + 47 + 26)):
+        grown = load_split(str(ROOT / cfg.split_file), n)
+        n_old = sum(len(v) for v in old.values())
+        assert all([i for i in grown[k] if i < n_old] == old[k] for k in old), cfg.split_file
+        assert sorted(i for v in grown.values() for i in v) == list(range(n)), cfg.split_file
+        old = grown
