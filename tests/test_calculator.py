@@ -588,9 +588,9 @@ def test_shipped_al2o3_model_found_from_any_directory_and_meets_its_card(tmp_pat
 def test_shipped_oxides_model_found_from_any_directory_and_meets_its_card_on_both_test_splits(tmp_path, monkeypatch):
     """models/oxides.pt (models/oxides.md), one network for Si, Al and O, by name from another directory: on the
     separate models' test splits (none of them trained on) it meets the numbers of its card, SiO2 v2 test
-    BEC <= 0.0090 e, eps_inf <= 0.0022, direct forces <= 0.057 eV/A (issue 15's bars: 0.009, 0.0028, 0.06); Al2O3 v2 test BEC <= 0.0043 e,
-    eps_inf <= 0.0018, forces <= 0.032 eV/A; at the ideal quartz, cristobalite and corundum cells
-    Born charges within 0.03 e and eps_inf within 0.01 of DFPT."""
+    BEC <= 0.0090 e, eps_inf <= 0.0022, direct forces <= 0.057 eV/A (issue 15's bars: 0.009, 0.0028, 0.06);
+    Al2O3 v2 test BEC <= 0.0043 e, eps_inf <= 0.0018, forces <= 0.032 eV/A; at the ideal quartz, cristobalite
+    and corundum cells Born charges within 0.03 e and eps_inf within 0.01 of DFPT."""
     from ase_etgnn.evaluate import evaluate_model
     from ase_etgnn.records import iter_records
     from ase_etgnn.train.splits import read_split
